@@ -1,0 +1,167 @@
+"""The backend contract and the registry of (probe, open) pairs, as libkvm's
+``struct kvm_arch`` table.
+
+A backend turns a kernel virtual address into a file offset.  The registry
+chooses one from the kernel's ELF identity and whether the core is a
+minidump (decided from the core's first 8 bytes, never by probe order).
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from dataclasses import dataclass
+from typing import Callable, Iterator, List, Optional, Tuple
+
+from ..corefile import CoreFile
+from ..elfkernel import ElfIdent
+from ..errors import KvmError, invalid_address
+from ..pagetable import Untranslatable
+
+VM_PROT_READ, VM_PROT_WRITE, VM_PROT_EXECUTE = 1, 2, 4
+LIBKVM_WALK_PAGES_VERSION = 2
+
+
+@dataclass(frozen=True)
+class KvmPage:
+    """One record of ``kvm_walk_pages`` (libkvm's ``struct kvm_page`` v2)."""
+
+    kp_version: int
+    kp_paddr: int
+    kp_kmap_vaddr: int
+    kp_dmap_vaddr: int
+    kp_prot: int
+    kp_offset: int
+    kp_len: int
+
+
+class Backend:
+    """Per-format translation state.  Subclasses set the class attributes
+    and implement ``kvatop``; the rest has sensible defaults."""
+
+    arch = "?"
+    format = "?"
+    page_size = 4096
+    kerndisp = 0
+    #: (offset, size) of a minidump's message-buffer section
+    msgbuf_section: Optional[Tuple[int, int]] = None
+
+    def __init__(self, core: CoreFile, kernel: ElfIdent,
+                 resolve: Callable[[str], Optional[int]]) -> None:
+        self.core = core
+        self.kernel = kernel
+        self.resolve = resolve
+        self.order = kernel.byteorder
+
+    def kvatop(self, va: int) -> Tuple[int, int]:
+        """(file offset, contiguous bytes available from ``va``); raises KvmError."""
+        raise NotImplementedError
+
+    def walk_pages(self) -> Optional[Iterator[KvmPage]]:
+        """The page records, or None when this format has no walker."""
+        return None
+
+    # -- helpers for subclasses ------------------------------------------
+    def fail(self, va: int, hard: str = "") -> KvmError:
+        return invalid_address(va, hard or None)
+
+    def need(self, name: str, message: str) -> int:
+        """A symbol the format needs at open, or the libkvm error."""
+        try:
+            value = self.resolve(name)
+        except Exception:  # noqa: BLE001 - a caller's resolver may raise anything
+            value = None
+        if value is None:
+            raise KvmError(message, path=self.core.path)
+        return value
+
+    def page(self, pa: int, kp_kmap: int, kp_dmap: int, prot: int, length: int,
+             offset: Optional[int]) -> KvmPage:
+        return KvmPage(LIBKVM_WALK_PAGES_VERSION, pa, kp_kmap, kp_dmap, prot,
+                       -1 if offset is None else offset, length)
+
+
+def untranslatable(fn):
+    """Turn the walker's ``Untranslatable`` into libkvm's error pair."""
+    def wrapper(self, va: int):
+        try:
+            return fn(self, va)
+        except Untranslatable as u:
+            raise self.fail(va, u.hard) from None
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+# -- registry -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """One registry entry: what kernel and core it claims, how to open."""
+
+    name: str                        # e.g. 'amd64 minidump'
+    arch: str                        # 'amd64'
+    elfclass: Optional[int]          # None: any
+    machine: int
+    minidump: bool
+    open: Callable[[CoreFile, ElfIdent, Callable[[str], Optional[int]]], Backend]
+    native: Callable[[ElfIdent], bool]
+    etype: Optional[int] = 2         # ET_EXEC; None: not checked; 3 for powerpc
+    extra: Callable[[ElfIdent], bool] = lambda ident: True
+
+
+REGISTRY: List[ArchSpec] = []
+
+
+def register(spec: ArchSpec) -> ArchSpec:
+    REGISTRY.append(spec)
+    return spec
+
+
+def probe(kernel: ElfIdent, is_minidump: bool) -> Optional[ArchSpec]:
+    """The backend for this kernel/core pair, or None ("unsupported architecture")."""
+    _load_all()
+    for spec in REGISTRY:
+        if spec.minidump != is_minidump or spec.machine != kernel.machine:
+            continue
+        if spec.elfclass is not None and spec.elfclass != kernel.elfclass:
+            continue
+        if spec.etype is not None and spec.etype != kernel.type:
+            continue
+        if spec.extra(kernel):
+            return spec
+    return None
+
+
+def _load_all() -> None:
+    if REGISTRY:
+        return
+    from . import amd64, arm64, i386  # noqa: F401  (registration side effects)
+    try:
+        from . import others  # noqa: F401
+    except ImportError:
+        pass
+
+
+# -- host identity for the "native" predicates ----------------------------
+
+def host_machine() -> str:
+    """Normalised host architecture: amd64, i386, arm64, arm, riscv, powerpc64, powerpc, mips."""
+    m = platform.machine().lower()
+    table = {"x86_64": "amd64", "amd64": "amd64", "i386": "i386", "i486": "i386",
+             "i586": "i386", "i686": "i386", "x86": "i386", "aarch64": "arm64",
+             "arm64": "arm64", "riscv64": "riscv", "ppc64": "powerpc64",
+             "ppc64le": "powerpc64", "powerpc64": "powerpc64", "powerpc64le": "powerpc64",
+             "ppc": "powerpc", "powerpc": "powerpc", "mips": "mips", "mips64": "mips",
+             "mipsel": "mips", "mips64el": "mips"}
+    if m.startswith("arm"):
+        return "arm"
+    name = table.get(m, m)
+    # A 32-bit Python on a 64-bit kernel behaves as the 32-bit host it emulates.
+    if name == "amd64" and sys.maxsize < 2 ** 32:
+        return "i386"
+    return name
+
+
+def host_is(arch: str, order: Optional[str] = None) -> bool:
+    return host_machine() == arch and (order is None or sys.byteorder == order)

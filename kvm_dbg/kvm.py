@@ -1,0 +1,378 @@
+"""The descriptor: open a kernel and its dump, resolve symbols, read memory.
+
+``Kvm`` follows libkvm's ``_kvm_open`` step by step (api.md §4.2) so the
+same inputs fail with the same messages, then offers a Pythonic surface:
+``read`` raises, ``read_partial`` returns the readable prefix, and kernel
+state (threads, processes, message buffer, modules, panic) is one call away.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import sys
+import threading
+from typing import Callable, Iterator, List, Optional
+
+from .arch.base import KvmPage, probe
+from .corefile import CoreFile, peek
+from .elfkernel import KernelImage
+from .errors import KvmError, syserr
+
+Resolver = Callable[[str], Optional[int]]
+
+O_ACCMODE = 3
+MAXPATHLEN = 1024
+_PATH_MEM, _PATH_DEVNULL = "/dev/mem", "/dev/null"
+_PAGE = 4096
+_CACHE_MAX = 1 << 16
+
+_COMPRESSED = ((b"\x1f\x8b", "gzip", "gunzip"), (b"\x28\xb5\x2f\xfd", "zstd", "unzstd"),
+               (b"BZh", "bzip2", "bunzip2"), (b"\xfd7zXZ\x00", "xz", "unxz"))
+
+
+def getbootfile() -> str:
+    """The running system's kernel path (libc getbootfile): FreeBSD only."""
+    if sys.platform.startswith("freebsd"):
+        try:
+            import subprocess
+            out = subprocess.run(["sysctl", "-n", "kern.bootfile"], capture_output=True,
+                                 text=True, timeout=5, check=False).stdout.strip()
+            if out:
+                return out
+        except (OSError, ValueError):
+            pass
+    return "/boot/kernel/kernel"
+
+
+class Kvm:
+    """An open kernel + crash dump.  Create it with :func:`kvm_dbg.open`."""
+
+    def __init__(self) -> None:
+        self.kernel: Optional[KernelImage] = None
+        self.core: Optional[CoreFile] = None
+        self.backend = None
+        self.resolver: Optional[Resolver] = None
+        self.kernel_path: Optional[str] = None
+        self.core_path: Optional[str] = None
+        self.arch = "none"
+        self.format = "none"
+        self.byteorder = sys.byteorder
+        self.ptrsize = 8
+        self.native = True
+        self.writable = False
+        self.live_null = False
+        self.warnings: List[str] = []
+        self.errbuf = ""                 # kvm_geterr's text
+        self.program: Optional[str] = None
+        self._cache: dict = {}
+        self._lock = threading.Lock()
+        self._kstate_cache: dict = {}
+
+    # -- opening ----------------------------------------------------------
+    @classmethod
+    def _open(cls, execfile: Optional[str], corefile: Optional[str], flags: int = os.O_RDONLY,
+              resolver: Optional[Resolver] = None, require_resolver: bool = False,
+              writable: Optional[bool] = None) -> Kvm:
+        """libkvm's ``_kvm_open``: raises KvmError with libkvm's message."""
+        kd = cls()
+        try:
+            kd._do_open(execfile, corefile, flags, resolver, require_resolver, writable)
+        except BaseException:
+            kd.close()
+            raise
+        return kd
+
+    def _do_open(self, execfile, corefile, flags, resolver, require_resolver, writable) -> None:
+        if execfile is None:
+            execfile = getbootfile()
+        execfile = os.fspath(execfile)
+        if len(execfile.encode()) >= MAXPATHLEN:
+            raise KvmError("exec file name too long")
+        if flags & ~O_ACCMODE or flags & O_ACCMODE == O_ACCMODE:
+            raise KvmError("bad flags arg")
+        corefile = _PATH_MEM if corefile is None else os.fspath(corefile)
+        self.core_path = corefile
+        self.kernel_path = execfile
+        try:
+            st = os.stat(corefile)
+        except OSError as e:
+            raise syserr(corefile, e.errno or errno.ENOENT) from None
+        if stat.S_ISCHR(st.st_mode):
+            if corefile == _PATH_DEVNULL:
+                self.live_null = True
+                self.format = "/dev/null"
+                return
+            raise syserr(corefile, errno.ENOTSUP)   # /dev/mem and raw devices: FreeBSD only
+        if stat.S_ISREG(st.st_mode) and st.st_size <= 0:
+            raise KvmError(f"empty file: {os.strerror(errno.EINVAL)}", path=corefile)
+        if writable is None:
+            writable = flags & O_ACCMODE != os.O_RDONLY
+        self.writable = bool(writable)
+        self.core = CoreFile(corefile, writable=self.writable)
+        self.kernel = KernelImage(execfile)
+        ident = self.kernel.ident
+        self.byteorder = ident.byteorder
+        self.ptrsize = ident.elfclass // 8
+        head = self.core.head(8)
+        is_minidump = head == b"minidump"
+        if not is_minidump and head[:4] != b"\x7fELF":
+            for magic, kind, tool in _COMPRESSED:
+                if head.startswith(magic):
+                    raise KvmError(f"core is {kind}-compressed: decompress it first ({tool})",
+                                   path=corefile)
+        spec = probe(ident, is_minidump)
+        if spec is None:
+            if not is_minidump and head[:4] != b"\x7fELF":
+                raise KvmError("unsupported architecture (core is neither a minidump nor an "
+                               "ELF core)", path=corefile)
+            raise KvmError("unsupported architecture", path=execfile)
+        self.native = bool(spec.native(ident))
+        if not self.native and resolver is None and require_resolver:
+            raise KvmError("non-native kernel requires a symbol resolver")
+        self.resolver = resolver
+        self.arch = spec.arch
+        self.backend = spec.open(self.core, ident, self._resolve)
+        self.format = self.backend.format
+
+    # -- symbols ----------------------------------------------------------
+    def _resolve(self, name: str) -> Optional[int]:
+        """The descriptor's resolver: the caller's, else the kernel's ELF symbols."""
+        if self.resolver is not None:
+            try:
+                value = self.resolver(name)
+            except Exception:  # noqa: BLE001 - a caller's resolver may raise anything
+                return None
+            return None if value is None else int(value)
+        if self.kernel is None:
+            return None
+        hit = self.kernel.nlist(name)
+        return None if hit is None else hit[0]
+
+    def lookup(self, name: str) -> Optional[int]:
+        """Address of a kernel symbol, or None if unknown."""
+        return self._resolve(name)
+
+    def symbol(self, name: str) -> int:
+        """Address of a kernel symbol; KvmError if unknown."""
+        value = self._resolve(name)
+        if value is None:
+            raise KvmError(f"symbol '{name}' not found", errno=errno.ENOENT,
+                           path=self.kernel_path)
+        return value
+
+    # -- translation and reading -----------------------------------------
+    def _page(self, va: int):
+        """(file offset, length) of the 4 KiB page holding ``va``; cached.
+
+        Errors name ``va`` itself, not the page start."""
+        page_va = va & ~(_PAGE - 1)
+        hit = self._cache.get(page_va)
+        if hit is None:
+            if self.backend is None:
+                raise KvmError(f"invalid address (0x{va:x})", errno=errno.EFAULT, address=va)
+            off, n = self.backend.kvatop(va)
+            o = va - page_va
+            hit = (off - o, min(n + o, _PAGE))
+            cache = self._cache
+            if len(cache) >= _CACHE_MAX:
+                cache.clear()
+            cache[page_va] = hit
+        return hit
+
+    def translate(self, va: int) -> int:
+        """File offset of a kernel virtual address (raises KvmError)."""
+        off, n = self._page(va)
+        o = va & (_PAGE - 1)
+        if o >= n:
+            raise KvmError(f"invalid address (0x{va:x})", hard="beyond end of core file",
+                           errno=errno.EFAULT, address=va)
+        return off + o
+
+    def read(self, addr: int, size: int) -> bytes:
+        """Exactly ``size`` bytes of kernel memory at ``addr``; KvmError names the
+        first unreadable address."""
+        o = addr & (_PAGE - 1)
+        if 0 <= size and o + size <= _PAGE and addr >= 0:
+            hit = self._cache.get(addr - o)
+            if hit is not None and o + size <= hit[1]:
+                off = hit[0] + o
+                return self.core.mm[off:off + size]
+        data, err = self._read_loop(addr, size)
+        if err is not None:
+            raise err
+        return data
+
+    def read_partial(self, addr: int, size: int) -> bytes:
+        """The readable prefix of ``[addr, addr+size)`` (empty if ``addr`` is unreadable)."""
+        return self._read_loop(addr, size)[0]
+
+    def _read_loop(self, addr: int, size: int):
+        if size < 0:
+            return b"", KvmError(f"invalid size {size}")
+        if addr < 0 or addr + size > 1 << 64:
+            return b"", KvmError(f"invalid address (0x{addr & ((1 << 64) - 1):x})",
+                                 errno=errno.EFAULT, address=addr)
+        chunks = []
+        mm = self.core.mm if self.core is not None else None
+        while size > 0:
+            o = addr & (_PAGE - 1)
+            try:
+                off, n = self._page(addr)
+            except KvmError as e:
+                return b"".join(chunks), e
+            if o >= n:
+                return b"".join(chunks), KvmError(
+                    f"invalid address (0x{addr:x})", hard="beyond end of core file",
+                    errno=errno.EFAULT, address=addr)
+            take = min(size, n - o)
+            chunks.append(mm[off + o:off + o + take])
+            addr += take
+            size -= take
+            if o + take < _PAGE and size > 0:       # short page (truncated core)
+                return b"".join(chunks), KvmError(
+                    f"invalid address (0x{addr:x})", hard="beyond end of core file",
+                    errno=errno.EFAULT, address=addr)
+        return b"".join(chunks), None
+
+    def read_int(self, addr: int, size: int, signed: bool = False) -> int:
+        """An integer of ``size`` bytes in the kernel's byte order."""
+        return int.from_bytes(self.read(addr, size), self.byteorder, signed=signed)
+
+    def read_ptr(self, addr: int) -> int:
+        """A kernel pointer."""
+        return int.from_bytes(self.read(addr, self.ptrsize), self.byteorder)
+
+    def read_u32(self, addr: int) -> int:
+        return int.from_bytes(self.read(addr, 4), self.byteorder)
+
+    def read_s32(self, addr: int) -> int:
+        return int.from_bytes(self.read(addr, 4), self.byteorder, signed=True)
+
+    def read_cstring(self, addr: int, maxlen: int = 4096) -> bytes:
+        """A NUL-terminated string (without the NUL), at most ``maxlen`` bytes."""
+        data = self.read_partial(addr, maxlen)
+        if not data:
+            self.read(addr, 1)      # raises the proper error
+        end = data.find(b"\0")
+        return data if end < 0 else data[:end]
+
+    def write(self, addr: int, data: bytes) -> None:
+        """Write into pages present in a dump opened writable."""
+        if not self.writable or self.core is None:
+            raise KvmError("kvm_write not implemented for dead kernels")
+        data = bytes(data)
+        # Check the whole range first so a failed write changes nothing.
+        spans = []
+        pos = 0
+        while pos < len(data):
+            va = addr + pos
+            o = va & (_PAGE - 1)
+            off, n = self._page(va)
+            if o >= n:
+                raise KvmError(f"invalid address (0x{va:x})", errno=errno.EFAULT, address=va)
+            take = min(len(data) - pos, n - o)
+            spans.append((off + o, pos, take))
+            pos += take
+        for off, start, take in spans:
+            self.core.write(off, data[start:start + take])
+
+    # -- pages --------------------------------------------------------------
+    def walk_pages(self) -> Iterator[KvmPage]:
+        """The dump's pages as libkvm's ``kvm_walk_pages`` reports them (may be empty)."""
+        if self.backend is None:
+            return iter(())
+        it = self.backend.walk_pages()
+        return iter(()) if it is None else it
+
+    @property
+    def has_page_walk(self) -> bool:
+        return self.backend is not None and self.backend.walk_pages() is not None
+
+    @property
+    def kerndisp(self) -> int:
+        """Displacement of the running kernel from its link address (kvm_kerndisp)."""
+        return 0 if self.backend is None else self.backend.kerndisp
+
+    @property
+    def kernel_entry(self) -> int:
+        return 0 if self.kernel is None else self.kernel.ident.entry
+
+    @property
+    def msgbuf_section(self) -> Optional[bytes]:
+        """The minidump's raw message-buffer section, or None."""
+        sec = getattr(self.backend, "msgbuf_section", None)
+        if not sec or self.core is None:
+            return None
+        off, size = sec
+        return self.core.mm[off:off + size] if size > 0 else None
+
+    # -- kernel state (kvm_dbg.kstate) --------------------------------------
+    def threads(self):
+        """Kernel threads in display order (crashed first), with registers."""
+        from . import kstate
+        return kstate.threads(self)
+
+    def procs(self):
+        """Processes (ps material)."""
+        from . import kstate
+        return kstate.procs(self)
+
+    def msgbuf(self):
+        """The kernel message buffer (``.text``, ``.unread``)."""
+        from . import kstate
+        return kstate.msgbuf(self)
+
+    def klds(self):
+        """Loaded kernel modules."""
+        from . import kstate
+        return kstate.klds(self)
+
+    def panic_info(self):
+        """Panic string, version, osreldate, hostname, kernel/dump match."""
+        from . import kstate
+        return kstate.panic_info(self)
+
+    # -- lifetime -----------------------------------------------------------
+    def close(self) -> None:
+        """Release the files; the descriptor cannot be used afterwards."""
+        self._cache = {}
+        for obj in (self.core, self.kernel):
+            if obj is not None:
+                obj.close()
+        self.backend = None
+        self.core = None
+        self.kernel = None
+
+    @property
+    def closed(self) -> bool:
+        return self.core is None and not self.live_null
+
+    def __enter__(self) -> Kvm:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"<Kvm {self.arch} {self.format} kernel={self.kernel_path!r} "
+                f"core={self.core_path!r}>")
+
+
+def open(kernel: str, core: str, *, resolver: Optional[Resolver] = None,  # noqa: A001
+         writable: bool = False) -> Kvm:
+    """Open a kernel and its crash dump; raises :class:`KvmError`.
+
+    The kernel's own ELF symbol table resolves symbols unless ``resolver``
+    (``name -> address or None``) is given; any architecture opens on any host.
+    """
+    if kernel is None or core is None:
+        raise KvmError("both a kernel and a core file must be given")
+    flags = os.O_RDWR if writable else os.O_RDONLY
+    return Kvm._open(kernel, core, flags, resolver, require_resolver=False, writable=writable)
+
+
+def is_minidump(path: str) -> bool:
+    return peek(path, 8) == b"minidump"
+

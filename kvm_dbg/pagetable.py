@@ -1,0 +1,149 @@
+"""One generic page-table walker, driven by per-architecture level tables.
+
+An architecture describes its page tables as data: a root (a flat array
+from a minidump's pmap section, indexed from a base address, or a table
+page in physical memory) and a list of ``Level`` records below it, each
+with its index bits, entry size and a classifier telling invalid / next
+table / leaf.  ``PageTable.translate`` and ``PageTable.leaves`` are the only
+walkers; they are shared by every format and architecture.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional, Sequence, Tuple
+
+INVALID, TABLE, LEAF = 0, 1, 2
+
+_MAX_LEAVES_PER_TABLE = 1 << 20
+
+
+@dataclass(frozen=True)
+class Level:
+    """One level of a page table.
+
+    ``shift``: log2 of the bytes one entry maps; ``bits``: index width
+    (ignored for a flat root); ``classify(entry)`` -> INVALID/TABLE/LEAF;
+    ``frame(entry)`` -> physical address of the next table or of the leaf
+    (aligned to the entry's span); ``invalid``: libkvm's hard message for an
+    invalid entry ('' when libkvm reports only the soft one).
+    """
+
+    shift: int
+    bits: int
+    classify: Callable[[int], int]
+    frame: Callable[[int], int]
+    invalid: str = ""
+    entsize: int = 8
+
+
+class Untranslatable(Exception):
+    """Raised inside the walker; carries libkvm's hard message (may be '')."""
+
+    def __init__(self, hard: str = "") -> None:
+        super().__init__(hard)
+        self.hard = hard
+
+
+@dataclass(frozen=True)
+class FlatRoot:
+    """A minidump pmap section: entry i maps ``base + (i << level.shift)``."""
+
+    base: int
+    get: Callable[[int], Optional[int]]   # index -> entry, None if out of bounds
+    count: int
+
+
+@dataclass(frozen=True)
+class TableRoot:
+    """A table page at a physical address (full dumps, amd64 PT pages)."""
+
+    pa: int
+
+
+class PageTable:
+    """Translate virtual addresses through a root and its levels."""
+
+    def __init__(self, root, levels: Sequence[Level], order: str,
+                 read_phys: Callable[[int, int], Optional[bytes]],
+                 missing_table: Callable[[int], str] = lambda pa: "") -> None:
+        self.root = root
+        self.levels = tuple(levels)
+        self.order = order
+        self.read_phys = read_phys
+        self.missing_table = missing_table
+        self._fmt = {4: ("<I" if order == "little" else ">I"),
+                     8: ("<Q" if order == "little" else ">Q")}
+
+    def _entry(self, table_pa: int, idx: int, lv: Level) -> int:
+        raw = self.read_phys(table_pa + idx * lv.entsize, lv.entsize)
+        if raw is None or len(raw) < lv.entsize:
+            raise Untranslatable(self.missing_table(table_pa))
+        return struct.unpack(self._fmt[lv.entsize], raw)[0]
+
+    def translate(self, va: int) -> Tuple[int, int]:
+        """(physical address of ``va``, bytes to the end of its leaf)."""
+        root = self.root
+        levels = self.levels
+        if isinstance(root, FlatRoot):
+            lv = levels[0]
+            if va < root.base:
+                raise Untranslatable()
+            e = root.get((va - root.base) >> lv.shift)
+            if e is None:
+                raise Untranslatable()
+        else:
+            lv = levels[0]
+            e = self._entry(root.pa, (va >> lv.shift) & ((1 << lv.bits) - 1), lv)
+        i = 0
+        while True:
+            kind = lv.classify(e)
+            if kind == LEAF:
+                span = 1 << lv.shift
+                return lv.frame(e) + (va & (span - 1)), span - (va & (span - 1))
+            if kind != TABLE or i + 1 >= len(levels):
+                raise Untranslatable(lv.invalid)
+            i += 1
+            nxt = levels[i]
+            e = self._entry(lv.frame(e), (va >> nxt.shift) & ((1 << nxt.bits) - 1), nxt)
+            lv = nxt
+
+    def leaves(self) -> Iterator[Tuple[int, int, int, int]]:
+        """Every valid leaf as (va, pa, size, entry), ascending VA."""
+        root = self.root
+        lv = self.levels[0]
+        if isinstance(root, FlatRoot):
+            for idx in range(root.count):
+                e = root.get(idx)
+                if e is None:
+                    break
+                yield from self._descend(e, 0, root.base + (idx << lv.shift))
+        else:
+            yield from self._table(root.pa, 0, 0)
+
+    def _table(self, pa: int, li: int, va_base: int):
+        lv = self.levels[li]
+        n = min(1 << lv.bits, _MAX_LEAVES_PER_TABLE)
+        raw = self.read_phys(pa, n * lv.entsize)
+        if raw is None or len(raw) < n * lv.entsize:
+            return
+        fmt = self._fmt[lv.entsize][0] + self._fmt[lv.entsize][1] * n
+        for idx, e in enumerate(struct.unpack(fmt, raw)):
+            if e:
+                yield from self._descend(e, li, va_base | (idx << lv.shift))
+
+    def _descend(self, e: int, li: int, va: int):
+        lv = self.levels[li]
+        kind = lv.classify(e)
+        if kind == LEAF:
+            yield va, lv.frame(e), 1 << lv.shift, e
+        elif kind == TABLE and li + 1 < len(self.levels):
+            yield from self._table(lv.frame(e), li + 1, va)
+
+
+def sign_extend(va: int, bits: int) -> int:
+    """Canonical form of a ``bits``-bit virtual address (amd64, arm64, riscv)."""
+    if va & (1 << (bits - 1)):
+        return va | ((1 << 64) - (1 << bits))
+    return va

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install what kvm_dbg needs on Debian 12 (idempotent): debuggers, yaml2obj,
+# pyelftools for the debuggers' own Python, and a project venv in .venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PKGS=(gdb gdb-multiarch lldb-16 python3-lldb-16 python3-pyelftools llvm bzip2 python3-venv)
+missing=()
+for pkg in "${APT_PKGS[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  echo "bootstrap: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+.venv/bin/python -m pip install -q -e '.[test]' ruff
