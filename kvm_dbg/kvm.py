@@ -67,6 +67,8 @@ class Kvm:
         self.errbuf = ""                 # kvm_geterr's text
         self.program: Optional[str] = None
         self._cache: dict = {}
+        self._mm = None
+        self._dmap = None
         self._lock = threading.Lock()
         self._kstate_cache: dict = {}
 
@@ -111,6 +113,7 @@ class Kvm:
             writable = flags & O_ACCMODE != os.O_RDONLY
         self.writable = bool(writable)
         self.core = CoreFile(corefile, writable=self.writable)
+        self._mm = self.core.mm
         self.kernel = KernelImage(execfile)
         ident = self.kernel.ident
         self.byteorder = ident.byteorder
@@ -135,6 +138,10 @@ class Kvm:
         self.arch = spec.arch
         self.backend = spec.open(self.core, ident, self._resolve)
         self.format = self.backend.format
+        dm = getattr(self.backend, "direct_map", None)
+        if dm is not None:
+            start, end, pa_base, find = dm
+            self._dmap = (start, end, start - pa_base, find, self.core.size)
 
     # -- symbols ----------------------------------------------------------
     def _resolve(self, name: str) -> Optional[int]:
@@ -174,7 +181,7 @@ class Kvm:
                 raise KvmError(f"invalid address (0x{va:x})", errno=errno.EFAULT, address=va)
             off, n = self.backend.kvatop(va)
             o = va - page_va
-            hit = (off - o, min(n + o, _PAGE))
+            hit = (off - o, n + o if n + o < _PAGE else _PAGE)
             cache = self._cache
             if len(cache) >= _CACHE_MAX:
                 cache.clear()
@@ -194,11 +201,27 @@ class Kvm:
         """Exactly ``size`` bytes of kernel memory at ``addr``; KvmError names the
         first unreadable address."""
         o = addr & (_PAGE - 1)
-        if 0 <= size and o + size <= _PAGE and addr >= 0:
-            hit = self._cache.get(addr - o)
-            if hit is not None and o + size <= hit[1]:
+        if o + size <= _PAGE and size >= 0 and addr >= 0:
+            page = addr - o
+            hit = self._cache.get(page)
+            if hit is None:
+                # Uncached single-page read: the direct map needs no page-table
+                # walk, only the physical index (the hottest path of all).
+                dm = self._dmap
+                off = None
+                if dm is not None and dm[0] <= page < dm[1]:
+                    off = dm[3](page - dm[2])
+                if off is not None and off + _PAGE <= dm[4]:
+                    hit = (off, _PAGE)
+                    cache = self._cache
+                    if len(cache) >= _CACHE_MAX:
+                        cache.clear()
+                    cache[page] = hit
+                else:
+                    hit = self._page(addr)
+            if o + size <= hit[1]:
                 off = hit[0] + o
-                return self.core.mm[off:off + size]
+                return self._mm[off:off + size]
         data, err = self._read_loop(addr, size)
         if err is not None:
             raise err
@@ -209,17 +232,23 @@ class Kvm:
         return self._read_loop(addr, size)[0]
 
     def _read_loop(self, addr: int, size: int):
+        """(bytes read, the error that stopped the read or None)."""
         if size < 0:
             return b"", KvmError(f"invalid size {size}")
         if addr < 0 or addr + size > 1 << 64:
             return b"", KvmError(f"invalid address (0x{addr & ((1 << 64) - 1):x})",
                                  errno=errno.EFAULT, address=addr)
         chunks = []
-        mm = self.core.mm if self.core is not None else None
+        mm = self._mm
         while size > 0:
             o = addr & (_PAGE - 1)
             try:
-                off, n = self._page(addr)
+                if size > _PAGE - o and self.backend is not None:
+                    off, n = self.backend.kvatop_run(addr, size)
+                    off, o = off - o, o        # normalise to the page start
+                    n += o
+                else:
+                    off, n = self._page(addr)
             except KvmError as e:
                 return b"".join(chunks), e
             if o >= n:
@@ -230,10 +259,12 @@ class Kvm:
             chunks.append(mm[off + o:off + o + take])
             addr += take
             size -= take
-            if o + take < _PAGE and size > 0:       # short page (truncated core)
+            if (o + take) & (_PAGE - 1) and size > 0:      # short page (truncated core)
                 return b"".join(chunks), KvmError(
                     f"invalid address (0x{addr:x})", hard="beyond end of core file",
                     errno=errno.EFAULT, address=addr)
+        if len(chunks) == 1:
+            return chunks[0], None
         return b"".join(chunks), None
 
     def read_int(self, addr: int, size: int, signed: bool = False) -> int:
@@ -338,6 +369,7 @@ class Kvm:
     def close(self) -> None:
         """Release the files; the descriptor cannot be used afterwards."""
         self._cache = {}
+        self._mm = None
         for obj in (self.core, self.kernel):
             if obj is not None:
                 obj.close()

@@ -11,7 +11,7 @@ import struct
 from array import array
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .corefile import CoreFile
 from .errors import KvmError
@@ -27,7 +27,6 @@ except AttributeError:  # pragma: no cover - Python 3.9 (macOS lldb)
 # Field kinds used by header tables: name -> (offset, struct code)
 HeaderFields = Sequence[Tuple[str, int, str]]
 
-_BLOCK = 64          # bytes per rank block (512 bits, a multiple of any word)
 _MAX_RANGES = 1024   # dump_avail pairs we accept; the kernel's array is far smaller
 
 
@@ -66,7 +65,9 @@ def check_magic(core: CoreFile, magic: bytes, field: int) -> None:
     """libkvm's strncmp over the whole magic field."""
     got = core.head(field)
     if len(got) < field or got.split(b"\0", 1)[0] != magic:
-        raise KvmError("not a minidump for this platform", path=core.path)
+        found = got.split(b"\0", 1)[0][:40].decode("latin-1")
+        raise KvmError("not a minidump for this platform", path=core.path,
+                       hard=f"core magic {found!r}, kernel needs {magic.decode()!r}")
 
 
 def parse_dump_avail(core: CoreFile, off: int, size: int, order: str) -> List[Tuple[int, int]]:
@@ -92,8 +93,8 @@ class PhysIndex:
 
     Bit *i* of the bitmap says whether page-index *i* is in the dump; its
     data lives at ``sparse + rank(i) * page``.  ``rank`` is O(1): a
-    cumulative popcount per 64-byte block plus one popcount of the partial
-    block, all on slices of the memory map (no Python loop at read time).
+    cumulative popcount per bitmap word plus one popcount of the partial
+    word (no Python loop over pages at read time).
     """
 
     def __init__(self, core: CoreFile, page: int, ranges: Sequence[Tuple[int, int]],
@@ -105,6 +106,7 @@ class PhysIndex:
             raise KvmError(f"cannot read {bitmap_size} bytes for bitmap", path=core.path)
         self.core = core
         self.mm = core.mm
+        self.size = core.size
         self.page = page
         self.pshift = page.bit_length() - 1
         self.bitmap_off = bitmap_off
@@ -120,13 +122,20 @@ class PhysIndex:
             count = ((end + page - 1) >> self.pshift) - first
             self.ranges.append((first, count, adj))
             adj += count
-        # Cumulative popcount before each block.
-        mm, base = self.mm, bitmap_off
-        counts = (_popcount(int.from_bytes(mm[base + i:base + i + _BLOCK], "little"))
-                  for i in range(0, bitmap_size, _BLOCK))
+        # Cumulative popcount before each bitmap word: rank is then one array
+        # lookup plus one popcount (array building runs in C: map/accumulate).
+        wb = self.word_bytes
+        nwords = bitmap_size // wb
+        self.nbits = nwords * wb * 8
+        self._wfmt = ("<" if order == "little" else ">") + {4: "I", 8: "Q"}[wb]
+        words = core.mm[bitmap_off:bitmap_off + nwords * wb]
+        counts = map(_popcount, (w for (w,) in struct.iter_unpack(self._wfmt, words)))
         self.cum = array("Q", [0])
         self.cum.extend(accumulate(counts))
+        del words
         self.npages = self.cum[-1]
+        self._wshift = (wb * 8).bit_length() - 1
+        self.find = self._make_find()
 
     def bit_of(self, pa: int) -> Optional[int]:
         """The bitmap index of a physical address, or None outside dump_avail."""
@@ -147,46 +156,97 @@ class PhysIndex:
                 return (first + bit - adj) << self.pshift
         return None
 
-    def _word(self, bit: int) -> Tuple[int, int]:
-        """(byte offset of the word holding ``bit``, that word's value)."""
-        wb = self.word_bytes
-        ws = self.bitmap_off + (bit >> 3) // wb * wb
-        return ws, int.from_bytes(self.mm[ws:ws + wb], self.order)
-
     def is_set(self, bit: int) -> bool:
         if not 0 <= bit < self.nbits:
             return False
-        _, word = self._word(bit)
-        return bool(word >> (bit % (self.word_bytes * 8)) & 1)
+        sh = self._wshift
+        w = struct.unpack_from(self._wfmt, self.mm, self.bitmap_off + (bit >> sh << sh >> 3))[0]
+        return bool(w >> (bit & ((1 << sh) - 1)) & 1)
 
     def offset_of_bit(self, bit: int) -> Optional[int]:
         """File offset of the page for a set bit; None if clear or past EOF."""
         if not 0 <= bit < self.nbits:
             return None
-        ws, word = self._word(bit)
-        b = bit % (self.word_bytes * 8)
+        sh = self._wshift
+        wi = bit >> sh
+        word = struct.unpack_from(self._wfmt, self.mm, self.bitmap_off + (wi << sh >> 3))[0]
+        b = bit & ((1 << sh) - 1)
         if not word >> b & 1:
             return None
-        blk = (bit >> 3) // _BLOCK
-        bs = self.bitmap_off + blk * _BLOCK
-        rank = self.cum[blk] + _popcount(word & ((1 << b) - 1))
-        if ws > bs:
-            rank += _popcount(int.from_bytes(self.mm[bs:ws], "little"))
-        off = self.sparse + rank * self.page
+        off = self.sparse + (self.cum[wi] + _popcount(word & ((1 << b) - 1))) * self.page
         if off >= self.core.size:
             return None          # truncated dump: the page never made it to disk
         return off
 
-    def find(self, pa: int) -> Optional[int]:
-        """libkvm's pt_find: file offset of the page holding ``pa`` (plus the
-        offset within the page), or None when the page is not in the dump."""
-        bit = self.bit_of(pa)
-        if bit is None:
-            return None
-        off = self.offset_of_bit(bit)
+    def _make_find(self) -> Callable[[int], Optional[int]]:
+        """Build ``find`` as a closure over locals: it is the hot path of every
+        uncached read, so no attribute lookups and no helper calls."""
+        unpack = struct.Struct(self._wfmt).unpack_from
+        mm, cum, base, sparse, size = self.mm, self.cum, self.bitmap_off, self.sparse, self.size
+        page, pshift, nbits = self.page, self.pshift, self.nbits
+        sh = self._wshift
+        bmask = (1 << sh) - 1
+        pmask = page - 1
+        popcount = _popcount
+        ranges = tuple(self.ranges) or ((0, nbits, 0),)
+
+        def find(pa: int) -> Optional[int]:
+            pn = pa >> pshift
+            for first, count, adj in ranges:
+                if first <= pn < first + count:
+                    bit = pn - first + adj
+                    break
+            else:
+                return None
+            if bit >= nbits:
+                return None
+            wi = bit >> sh
+            word = unpack(mm, base + (wi << sh >> 3))[0]
+            b = bit & bmask
+            if not word >> b & 1:
+                return None
+            off = sparse + (cum[wi] + popcount(word & ((1 << b) - 1))) * page
+            if off >= size:
+                return None          # truncated dump: the page never made it to disk
+            return off + (pa & pmask)
+
+        find.__doc__ = ("libkvm's pt_find: file offset of the byte at physical address "
+                        "``pa``, or None when its page is not in the dump.")
+        return find
+
+    def run(self, pa: int, size: int) -> int:
+        """Bytes from ``pa`` (at most ``size``) that lie contiguously in the file:
+        consecutive set bits in one dump_avail range, before EOF."""
+        off = self.find(pa)
         if off is None:
-            return None
-        return off + (pa & (self.page - 1))
+            return 0
+        first = self.page - (pa & (self.page - 1))
+        if size <= first:
+            return size
+        bit = self.bit_of(pa)
+        limit_bits = (size - first + self.page - 1) >> self.pshift
+        for _first_pn, count, adj in self.ranges or [(0, self.nbits, 0)]:
+            if adj <= bit < adj + count:
+                limit_bits = min(limit_bits, adj + count - bit - 1)
+        n = 0
+        b = bit + 1
+        mm, base = self.mm, self.bitmap_off
+        if self.order == "little":
+            # whole 0xff bytes at a time, then single bits
+            while n < limit_bits and b & 7:
+                if not self.is_set(b):
+                    break
+                n += 1
+                b += 1
+            else:
+                while n + 8 <= limit_bits and b < self.nbits and mm[base + (b >> 3)] == 0xFF:
+                    n += 8
+                    b += 8
+        while n < limit_bits and self.is_set(b):
+            n += 1
+            b += 1
+        total = min(size, first + n * self.page)
+        return min(total, self.core.size - off)
 
     def set_bits(self):
         """Every set bit index in ascending order (for page walks)."""

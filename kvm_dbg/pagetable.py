@@ -36,6 +36,12 @@ class Level:
     frame: Callable[[int], int]
     invalid: str = ""
     entsize: int = 8
+    #: bytes a leaf entry maps when it depends on the entry (arm 64 KiB large
+    #: pages in a 4 KiB-indexed table); None: ``1 << shift``
+    size: Optional[Callable[[int], int]] = None
+
+    def span(self, e: int) -> int:
+        return (1 << self.shift) if self.size is None else self.size(e)
 
 
 class Untranslatable(Exception):
@@ -100,7 +106,7 @@ class PageTable:
         while True:
             kind = lv.classify(e)
             if kind == LEAF:
-                span = 1 << lv.shift
+                span = lv.span(e)
                 return lv.frame(e) + (va & (span - 1)), span - (va & (span - 1))
             if kind != TABLE or i + 1 >= len(levels):
                 raise Untranslatable(lv.invalid)
@@ -137,7 +143,7 @@ class PageTable:
         lv = self.levels[li]
         kind = lv.classify(e)
         if kind == LEAF:
-            yield va, lv.frame(e), 1 << lv.shift, e
+            yield va, lv.frame(e), lv.span(e), e
         elif kind == TABLE and li + 1 < len(self.levels):
             yield from self._table(lv.frame(e), li + 1, va)
 

@@ -7,7 +7,17 @@ from typing import Iterator, Optional, Tuple
 
 from ..elfcore import PhysSegments, read_phdrs
 from ..errors import KvmError
-from ..pagetable import INVALID, LEAF, TABLE, FlatRoot, Level, PageTable, TableRoot, sign_extend
+from ..pagetable import (
+    INVALID,
+    LEAF,
+    TABLE,
+    FlatRoot,
+    Level,
+    PageTable,
+    TableRoot,
+    Untranslatable,
+    sign_extend,
+)
 from .base import (
     VM_PROT_EXECUTE,
     VM_PROT_READ,
@@ -83,14 +93,31 @@ class Amd64Minidump(MinidumpBackend):
         self.pt = PageTable(root, levels, "little", self.phys,
                             lambda pa: f"cannot find page table entry for {pa}")
 
-    @untranslatable
     def kvatop(self, va: int) -> Tuple[int, int]:
-        if va >= self.kernbase:
-            pa, _span = self.pt.translate(va)
-            return self.phys_to_offset(va, pa)
-        if self.dmapbase <= va < self.dmapend:
+        if va < self.kernbase and self.dmapbase <= va < self.dmapend:
+            off = self.index.find(va - self.dmapbase)       # hot path: inlined
+            if off is not None and off + 4096 - (va & 4095) <= self.core.size:
+                return off, 4096 - (va & 4095)
             return self.phys_to_offset(va, va - self.dmapbase, dmap=True)
+        if va >= self.kernbase:
+            try:
+                pa, _span = self.pt.translate(va)
+            except Untranslatable as u:
+                raise self.fail(va, u.hard) from None
+            return self.phys_to_offset(va, pa)
         raise self.not_minidumped(va)
+
+    @untranslatable
+    def kvatop_run(self, va: int, size: int) -> Tuple[int, int]:
+        if va < self.kernbase and self.dmapbase <= va < self.dmapend:
+            return self.dmap_run(va, va - self.dmapbase, min(size, self.dmapend - va))
+        return self.kvatop(va)
+
+    @property
+    def direct_map(self):
+        if self.dmapbase <= self.kernbase < self.dmapend:
+            return None          # overlapping maps: the kernel map must win
+        return (self.dmapbase, self.dmapend, 0, self.index.find)
 
     def walk_pages(self) -> Optional[Iterator[KvmPage]]:
         if self.version == 1:

@@ -57,6 +57,11 @@ class Backend:
         """(file offset, contiguous bytes available from ``va``); raises KvmError."""
         raise NotImplementedError
 
+    def kvatop_run(self, va: int, size: int) -> Tuple[int, int]:
+        """Like ``kvatop`` but may report more than one page when the following
+        pages are contiguous in the file (bulk reads); at most ``size`` bytes."""
+        return self.kvatop(va)
+
     def walk_pages(self) -> Optional[Iterator[KvmPage]]:
         """The page records, or None when this format has no walker."""
         return None
@@ -83,9 +88,9 @@ class Backend:
 
 def untranslatable(fn):
     """Turn the walker's ``Untranslatable`` into libkvm's error pair."""
-    def wrapper(self, va: int):
+    def wrapper(self, va: int, *args):
         try:
-            return fn(self, va)
+            return fn(self, va, *args)
         except Untranslatable as u:
             raise self.fail(va, u.hard) from None
     wrapper.__name__ = fn.__name__

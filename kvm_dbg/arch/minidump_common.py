@@ -106,6 +106,19 @@ class MinidumpBackend(Backend):
         avail = min(P - (pa & (P - 1)), self.core.size - off)
         return off, avail
 
+    @property
+    def direct_map(self) -> Optional[Tuple[int, int, int, Callable[[int], Optional[int]]]]:
+        """(first VA, end VA, PA at first VA, pa -> file offset) of the direct
+        map, for the descriptor's fast path; None where there is none."""
+        return None
+
+    def dmap_run(self, va: int, pa: int, size: int) -> Tuple[int, int]:
+        """File offset and contiguous length of a direct-map range."""
+        off, avail = self.phys_to_offset(va, pa, dmap=True)
+        if size > avail:
+            avail = max(avail, self.index.run(pa, size))
+        return off, avail
+
     def not_minidumped(self, va: int) -> KvmError:
         return self.fail(va, f"{self.fn}: virtual address 0x{va:x} not minidumped")
 
