@@ -1,0 +1,166 @@
+"""Stack unwinding from a PCB: frame-pointer chains plus kernel trap frames.
+
+Frame-pointer rules follow LLDB's generic unwinder, which produced the
+reference backtraces of the real dumps: a caller frame is kept only if its
+return address and saved frame pointer are readable, the return address is
+non-zero, the saved frame pointer is not 0/1 and the caller's CFA is aligned.
+When the kernel ELF is available, a frame inside a trap entry stub (kgdb's
+list, threads.md §6) continues from the ``struct trapframe`` at its SP.
+Unwinding never raises: it stops at the first unreadable or implausible step,
+on a loop, or at ``max_frames``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+from . import archdata
+from .archdata import ArchInfo
+from .memory import int_map, lookup, read, read_partial, read_ptr
+
+MAX_FRAMES = 256
+
+
+@dataclass
+class Frame:
+    """One stack frame: its pc, stack and frame pointer, and every register
+    known in it (all of them for a trap frame, pc/sp/fp for a plain frame)."""
+
+    pc: int
+    sp: Optional[int]
+    fp: Optional[int]
+    regs: Dict[str, int] = field(default_factory=dict)
+    kind: str = "frame"            # "pcb", "frame" or "trapframe"
+    function: Optional[str] = None
+
+
+def is_trap_function(arch: ArchInfo, name: str) -> bool:
+    """True for kgdb's trap-entry stubs (amd64/i386: also ``X*`` vectors)."""
+    if name in arch.trap_functions:
+        return True
+    return arch.name in ("amd64", "i386") and len(name) > 1 and name[0] == "X" \
+        and name[1] != "_"
+
+
+def unwind(kvm: Any, arch: ArchInfo, regs: Dict[str, int], trap_key: str = "default",
+           syms: Any = None, max_frames: int = MAX_FRAMES) -> List[Frame]:
+    """Frames innermost first, starting from the registers of a PCB."""
+    pc = regs.get(arch.pc)
+    if pc is None:
+        return []
+    frames = [Frame(pc, regs.get(arch.sp), regs.get(arch.fp) if arch.fp else None,
+                    dict(regs), "pcb", _function(syms, pc, 0))]
+    seen = {(frames[0].sp, frames[0].fp, pc)}
+    while len(frames) < max_frames:
+        cur = frames[-1]
+        fn = _lookup(syms, cur.pc, len(frames) - 1)
+        if fn is not None and is_trap_function(arch, fn[0]):
+            nxt = _trap_step(kvm, arch, trap_key, cur, fn, syms)
+        else:
+            nxt = _chain_step(kvm, arch, cur, syms)
+        if nxt is None:
+            break
+        key = (nxt.sp, nxt.fp, nxt.pc)
+        if key in seen:
+            break
+        seen.add(key)
+        frames.append(nxt)
+    return frames
+
+
+def _lookup(syms: Any, pc: int, depth: int) -> Optional[Tuple[str, int]]:
+    """Function containing a frame's pc; callers' pcs are return addresses,
+    so look one byte back for them."""
+    if syms is None:
+        return None
+    return syms.function_at(pc - 1 if depth > 0 and pc else pc)
+
+
+def _function(syms: Any, pc: int, depth: int) -> Optional[str]:
+    fn = _lookup(syms, pc, depth)
+    return fn[0] if fn else None
+
+
+def _chain_step(kvm: Any, arch: ArchInfo, cur: Frame, syms: Any) -> Optional[Frame]:
+    rec = arch.frame
+    if rec is None:
+        return None
+    if rec.backchain:
+        if not cur.sp:
+            return None
+        caller_sp = read_ptr(kvm, cur.sp)
+        if not caller_sp or caller_sp % rec.align:
+            return None
+        ret = read_ptr(kvm, caller_sp + rec.ret)
+        if not ret:
+            return None
+        return Frame(ret, caller_sp, caller_sp, {arch.sp: caller_sp, arch.pc: ret},
+                     "frame", _function(syms, ret, 1))
+    fp = cur.fp
+    if not fp:
+        return None
+    saved = read_ptr(kvm, fp + rec.saved_fp)
+    ret = read_ptr(kvm, fp + rec.ret)
+    if saved is None or not ret:
+        return None
+    fn = _lookup(syms, ret, 1)
+    in_trap = fn is not None and is_trap_function(arch, fn[0])
+    if not in_trap and (saved in (0, 1) or (saved + rec.cfa) % rec.align):
+        return None
+    sp = fp + rec.cfa
+    regs = {arch.pc: ret, arch.sp: sp}
+    if arch.fp:
+        regs[arch.fp] = saved
+    return Frame(ret, sp, saved, regs, "frame", fn[0] if fn else None)
+
+
+def _trap_step(kvm: Any, arch: ArchInfo, key: str, cur: Frame, fn: Tuple[str, int],
+               syms: Any) -> Optional[Frame]:
+    layout = arch.trap_layouts.get(key) or arch.trap_layouts.get("default")
+    if layout is None or cur.sp is None:
+        return None
+    base = cur.sp + _trap_sp_adjust(kvm, arch, fn, cur.pc)
+    raw = read_partial(kvm, base, layout.size)
+    regs = int_map(raw, kvm.byteorder, layout.slots, layout.width)
+    if arch.name == "i386" and "cs" in regs and regs["cs"] & 3 == 0:
+        regs[layout.sp] = base + layout.size - 8      # kernel trap: no esp/ss pushed
+        regs.pop("ss", None)
+    elif arch.name == "arm" and "cpsr" in regs:
+        usr = regs["cpsr"] & 0x1F == archdata.ARM_TRAP_USR_MODE
+        sp_off, lr_off = archdata.ARM_TRAP_USR_SP_LR if usr else archdata.ARM_TRAP_SVC_SP_LR
+        regs.update(int_map(raw, kvm.byteorder, (("sp", sp_off), ("lr", lr_off)), 4))
+    pc = regs.get(layout.pc)
+    if not pc:
+        return None                                   # thread start (or unreadable)
+    return Frame(pc, regs.get(layout.sp), regs.get(arch.fp) if arch.fp else None, regs,
+                 "trapframe", _function(syms, pc, 0))
+
+
+_I386_BYREF_TRAPS = ("calltrap", "Xlcall_syscall", "Xint0x80_syscall", "Xtimerint")
+_I386_NOADJ_TRAPS = ("Xcpustop", "Xrendezvous", "Xipi_intr_bitmap_handler", "Xlazypmap")
+
+
+def _trap_sp_adjust(kvm: Any, arch: ArchInfo, fn: Tuple[str, int], pc: int) -> int:
+    """Where the trapframe starts relative to the frame's SP (threads.md §6)."""
+    name, start = fn
+    if arch.name == "amd64":
+        return 8 if name == "fork_trampoline" and pc == start else 0
+    if arch.name != "i386":
+        return 0
+    if name in _I386_NOADJ_TRAPS:
+        return 0
+    if name == "fork_trampoline":
+        return 4 if pc == start else 12
+    byref = 4 if _i386_frame_by_reference(kvm) else 0
+    if name in _I386_BYREF_TRAPS:
+        return byref
+    return 4 + byref
+
+
+def _i386_frame_by_reference(kvm: Any) -> bool:
+    """Newer i386 kernels pass the trapframe by reference: ``calltrap``
+    starts with ``push %esp`` (0x54)."""
+    addr = lookup(kvm, "calltrap")
+    first = read(kvm, addr, 1) if addr is not None else None
+    return first == b"\x54"

@@ -1,0 +1,204 @@
+"""Start the server as a child process for a debugger adapter, and stop it again.
+
+Debugger-neutral: the gdb and lldb adapters both call :func:`spawn`, then
+connect the debugger to ``ServerProcess.address`` (a Unix socket path).  The
+child exits when asked, when its stdin closes (the debugger died), or on
+SIGTERM; it never outlives the adapter.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Dict, List, Optional
+
+from . import ERROR_PREFIX, READY_PREFIX
+from .symbols import write_symbol_file
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class LaunchError(Exception):
+    """The server could not start; the message is one line for the user."""
+
+
+def server_python() -> str:
+    """The interpreter for the child: $KVM_DBG_PYTHON, the host's pythonX.Y, or python3."""
+    env = os.environ.get("KVM_DBG_PYTHON")
+    if env:
+        return env
+    v = sys.version_info
+    for cand in (sys.executable,
+                 os.path.join(sys.base_exec_prefix, "bin", f"python{v.major}.{v.minor}"),
+                 os.path.join(sys.base_exec_prefix, "bin", "python3")):
+        if cand and os.path.isfile(cand) and os.access(cand, os.X_OK):
+            return cand
+    return shutil.which("python3") or "python3"
+
+
+def elf_info(path: str) -> Optional[Dict[str, int]]:
+    """e_machine and EI_OSABI of an ELF file, or None if it is not ELF."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(20)
+    except OSError:
+        return None
+    if len(head) < 20 or head[:4] != b"\x7fELF":
+        return None
+    order = "little" if head[5] == 1 else "big"
+    return {"osabi": head[7], "machine": int.from_bytes(head[18:20], order)}
+
+
+def needs_osabi_none(kernel: str) -> bool:
+    """gdb builds without a FreeBSD x86 OS ABI reject the target description (gotcha 1)."""
+    info = elf_info(kernel)
+    return bool(info and info["machine"] in (3, 62))  # EM_386, EM_X86_64
+
+
+_MACHINES = {62: "amd64", 3: "i386", 183: "arm64", 40: "arm", 243: "riscv",
+             21: "powerpc64", 20: "powerpc", 8: "mips"}
+
+
+def arch_of_elf(path: str) -> Optional[str]:
+    """The library arch name for a kernel ELF, from e_machine (None if unknown)."""
+    info = elf_info(path)
+    return _MACHINES.get(info["machine"]) if info else None
+
+
+def write_tdesc(kernel: str) -> Optional[str]:
+    """Write the server's target.xml for KERNEL's architecture to a temp file.
+
+    gdb keeps the last remote's description after a disconnect and then
+    refuses a kernel of another architecture; ``set tdesc filename`` with
+    this file before ``file`` avoids that.  The caller deletes the file.
+    """
+    from .regs import regset_for, target_xml
+    arch = arch_of_elf(kernel)
+    if arch is None:
+        return None
+    fd, path = tempfile.mkstemp(prefix="kvm_dbg-", suffix=".xml")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(target_xml(regset_for(arch)))
+    return path
+
+
+class ServerProcess:
+    """A running ``python -m kvm_dbg.rsp`` child listening on a Unix socket."""
+
+    def __init__(self, proc: subprocess.Popen, address: str, workdir: str,
+                 kernel: str, core: str, writable: bool) -> None:
+        self.proc = proc
+        self.address = address
+        self.workdir = workdir
+        self.kernel = kernel
+        self.core = core
+        self.writable = writable
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def close(self, timeout: float = 3.0) -> None:
+        """Stop the child (stdin EOF, then SIGTERM, then SIGKILL) and clean up."""
+        try:
+            if self.proc.stdin:
+                self.proc.stdin.close()
+        except OSError:
+            pass
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        for stream in (self.proc.stdout,):
+            try:
+                if stream:
+                    stream.close()
+            except OSError:
+                pass
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _error_text(workdir: str) -> str:
+    try:
+        with open(os.path.join(workdir, "server.err"), encoding="utf-8", errors="replace") as f:
+            lines = [ln.strip() for ln in f if ln.strip()]
+    except OSError:
+        lines = []
+    for ln in lines:
+        if ln.startswith(ERROR_PREFIX):
+            return ln[len(ERROR_PREFIX):]
+    return lines[-1] if lines else "the server exited without a message"
+
+
+def spawn(kernel: str, core: str, symbols: Optional[Dict[str, Optional[int]]] = None,
+          writable: bool = False, python: Optional[str] = None,
+          timeout: float = 120.0, extra_args: Optional[List[str]] = None) -> ServerProcess:
+    """Start a server for KERNEL+CORE; raises LaunchError with the server's message."""
+    workdir = tempfile.mkdtemp(prefix="kvm_dbg-")
+    sock = os.path.join(workdir, "rsp.sock")
+    args = [python or server_python(), "-m", "kvm_dbg.rsp", kernel, core, "--unix", sock,
+            "--watch-stdin"]
+    if symbols is not None:
+        symfile = os.path.join(workdir, "symbols.json")
+        write_symbol_file(symfile, symbols)
+        args += ["--symbols", symfile]
+    if writable:
+        args.append("--writable")
+    args += extra_args or []
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (REPO_ROOT, env.get("PYTHONPATH", "")) if p)
+    err = open(os.path.join(workdir, "server.err"), "wb")
+    try:
+        proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                                env=env, start_new_session=True, close_fds=True)
+    except OSError as e:
+        err.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise LaunchError(f"cannot start {args[0]}: {e.strerror}") from None
+    finally:
+        err.close()
+    server = ServerProcess(proc, sock, workdir, kernel, core, writable)
+    line = _ready_line(proc, timeout)
+    if line is None or not line.startswith(READY_PREFIX):
+        try:
+            proc.wait(5)  # stdout closed: the child is exiting, let it finish
+        except subprocess.TimeoutExpired:
+            pass
+        if proc.poll() is not None:
+            message = _error_text(workdir)
+        else:
+            message = line or f"the server did not start within {timeout:.0f} s"
+        server.close()
+        raise LaunchError(message)
+    server.address = line[len(READY_PREFIX):].strip()
+    return server
+
+
+def _ready_line(proc: subprocess.Popen, timeout: float) -> Optional[str]:
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    buf = b""
+    while b"\n" not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        ready, _, _ = select.select([fd], [], [], min(left, 0.5))
+        if not ready:
+            if proc.poll() is not None:
+                return None
+            continue
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return None
+        buf += chunk
+    return buf.split(b"\n", 1)[0].decode("utf-8", "replace")

@@ -1,0 +1,354 @@
+"""kvm_dbg for gdb: debug FreeBSD kernel crash dumps with stock gdb.
+
+Add to ~/.gdbinit:      source /path/to/kvm_dbg/plugins/gdb/kvm_gdb.py
+then:                   kvm-open [KERNEL] CORE
+
+Thin glue only: the dump is served by a ``python -m kvm_dbg.rsp`` child
+process that gdb talks to with ``target remote`` (never a thread inside gdb:
+gdb holds the GIL while waiting on the target).  Commands: kvm-open,
+kvm-close, kvm-info, kvm-ps, kvm-dmesg, kvm-proc, kvm-tid, kvm-kld.  From
+gdb's ``python`` prompt, ``kvm_gdb.kvm()`` returns a read-only
+``kvm_dbg.Kvm`` on the same dump for scripting.
+
+Finding kvm_dbg: the repository containing this file is put on sys.path,
+then $KVM_DBG_PATH (os.pathsep-separated) and the site-packages of
+$KVM_DBG_VENV (or $VIRTUAL_ENV).  pyelftools comes from the system
+(Debian: python3-pyelftools) or that venv.  $KVM_DBG_PYTHON picks the
+interpreter that runs the server.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import sys
+from typing import Any, Callable, List, Optional
+
+import gdb  # type: ignore[import-not-found]
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_ROOT = os.path.dirname(os.path.dirname(_HERE))
+
+
+def _setup_path() -> None:
+    extra: List[str] = [_ROOT, _HERE]
+    extra += [p for p in os.environ.get("KVM_DBG_PATH", "").split(os.pathsep) if p]
+    venv = os.environ.get("KVM_DBG_VENV") or os.environ.get("VIRTUAL_ENV")
+    if venv:
+        v = sys.version_info
+        extra += glob.glob(os.path.join(venv, "lib", f"python{v.major}.{v.minor}",
+                                        "site-packages"))
+    for p in reversed(extra):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+
+
+_setup_path()
+
+_state: dict = {"server": None, "kvm": None, "mem": None, "tdesc": None}
+
+
+class _Fail(Exception):
+    """A command error: printed as one line, no traceback."""
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0] if text else text
+
+
+def _guard(name: str, fn: Callable[[str, bool], None], arg: str, from_tty: bool) -> None:
+    try:
+        fn(arg, from_tty)
+    except _Fail as e:
+        raise gdb.GdbError(f"{name}: {e}") from None
+    except gdb.GdbError:
+        raise
+    except KeyboardInterrupt:
+        raise gdb.GdbError(f"{name}: interrupted") from None
+    except Exception as e:  # never a traceback in front of the user
+        raise gdb.GdbError(f"{name}: {_one_line(e)}") from None
+
+
+def _connected() -> bool:
+    server = _state["server"]
+    if server is None:
+        return False
+    try:
+        return gdb.selected_inferior().pid != 0
+    except gdb.error:
+        return False
+
+
+def _query(command: str) -> str:
+    """Text of a server query, through ``maint packet`` (no memory access from Python)."""
+    from kvm_dbg.rsp.client import QueryError, run_query
+    if not _connected():
+        raise _Fail("no dump is open (use kvm-open [KERNEL] CORE)")
+
+    def send(packet: str) -> str:
+        return gdb.execute(f"maint packet {packet}", to_string=True)
+
+    try:
+        return run_query(command, send)
+    except QueryError as e:
+        raise _Fail(str(e)) from None
+
+
+def _quote(path: str) -> str:
+    return '"' + path.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _lookup_symbols(names: List[str]) -> dict:
+    """Addresses from gdb's own symbol tables (no target is connected yet)."""
+    table = {}
+    for name in names:
+        try:
+            table[name] = int(gdb.parse_and_eval(f"(unsigned long long)&{name}"))
+        except (gdb.error, RuntimeError, ValueError):
+            table[name] = None
+    return table
+
+
+def _print(text: str) -> None:
+    if text:
+        gdb.write(text if text.endswith("\n") else text + "\n")
+
+
+def _thread_for_rid(rid: int) -> Any:
+    for th in gdb.selected_inferior().threads():
+        if th.ptid[1] == rid or th.ptid[2] == rid:
+            return th
+    return None
+
+
+# -- commands ---------------------------------------------------------------
+
+def _open(arg: str, from_tty: bool) -> None:
+    from kvm_dbg.rsp.launch import LaunchError, needs_osabi_none, spawn
+    from kvm_dbg.rsp.symbols import resolver_symbols
+    args = gdb.string_to_argv(arg)
+    writable = False
+    if args and args[0] in ("-w", "--writable"):
+        writable, args = True, args[1:]
+    if len(args) == 1:
+        kernel = gdb.current_progspace().filename
+        if not kernel:
+            raise _Fail(f"{args[0]}: no kernel: use kvm-open KERNEL CORE or 'file KERNEL' first")
+        core = args[0]
+    elif len(args) == 2:
+        kernel, core = args
+    else:
+        raise _Fail("usage: kvm-open [-w] [KERNEL] CORE")
+    kernel, core = os.path.expanduser(kernel), os.path.expanduser(core)
+    if _state["server"] is not None:
+        raise _Fail(f"{core}: a dump is already open ({_state['server'].core}); kvm-close first")
+    for path in (kernel, core):
+        if not os.path.isfile(path):
+            raise _Fail(f"{path}: No such file or directory")
+    _set_tdesc(kernel)
+    _load_kernel(kernel, needs_osabi_none(kernel))
+    symbols = _lookup_symbols(resolver_symbols())
+    try:
+        server = spawn(kernel, core, symbols, writable=writable)
+    except LaunchError as e:
+        _drop_tdesc()
+        msg = str(e)
+        raise _Fail(msg if msg.startswith((core, kernel)) else f"{core}: {msg}") from None
+    _state["server"] = server
+    try:
+        gdb.execute("set dcache line-size 4096", to_string=True)
+        gdb.execute("set dcache size 4096", to_string=True)
+        gdb.execute(f"mem 0 0 {'rw' if writable else 'ro'} cache", to_string=True)
+        _state["mem"] = _last_mem_region()
+        gdb.execute(f"target remote {server.address}", to_string=True)
+    except gdb.error as e:
+        _close()
+        raise _Fail(f"{core}: {_one_line(e)}") from None
+    _print(_safe_query("unread"))
+    panic = _safe_query("panic")
+    _print(panic)
+    gdb.execute("frame")
+
+
+def _set_tdesc(kernel: str) -> None:
+    from kvm_dbg.rsp.launch import write_tdesc
+    _drop_tdesc()
+    path = write_tdesc(kernel)
+    if path:
+        _state["tdesc"] = path
+        gdb.execute(f"set tdesc filename {path}", to_string=True)
+
+
+def _drop_tdesc() -> None:
+    path, _state["tdesc"] = _state.get("tdesc"), None
+    if path:
+        try:
+            gdb.execute("unset tdesc filename", to_string=True)
+            os.unlink(path)
+        except (OSError, gdb.error):
+            pass
+
+
+def _load_kernel(kernel: str, osabi_none: bool) -> None:
+    """``file KERNEL``, after ``set osabi none`` for x86 (gdb lacks FreeBSD/x86 there)."""
+    loaded = gdb.current_progspace().filename
+    same = bool(loaded) and os.path.realpath(loaded) == os.path.realpath(kernel)
+    if osabi_none:
+        current = gdb.execute("show osabi", to_string=True).splitlines()[0]
+        if 'is "none"' not in current:
+            gdb.execute("set osabi none", to_string=True)
+            same = False  # the architecture was chosen with the old OS ABI: reload
+    if same:
+        return
+    confirm = gdb.parameter("confirm")
+    gdb.execute("set confirm off", to_string=True)
+    try:
+        if loaded:  # symbols read under the old OS ABI keep 32-bit addresses: drop them
+            gdb.execute("file", to_string=True)
+            gdb.execute("symbol-file", to_string=True)
+        gdb.execute(f"file {_quote(kernel)}", to_string=True)
+    except gdb.error as e:
+        raise _Fail(f"{kernel}: {_one_line(e)}") from None
+    finally:
+        gdb.execute(f"set confirm {'on' if confirm else 'off'}", to_string=True)
+
+
+def _safe_query(command: str) -> str:
+    try:
+        return _query(command)
+    except _Fail:
+        return ""
+
+
+def _last_mem_region() -> Optional[int]:
+    try:
+        out = gdb.execute("info mem", to_string=True)
+    except gdb.error:
+        return None
+    nums = [int(ln.split()[0]) for ln in out.splitlines()
+            if ln.strip() and ln.split()[0].isdigit()]
+    return nums[-1] if nums else None
+
+
+def _close(arg: str = "", from_tty: bool = False) -> None:
+    server = _state["server"]
+    if server is None:
+        raise _Fail("no dump is open")
+    if _connected():
+        try:
+            gdb.execute("disconnect", to_string=True)
+        except gdb.error:
+            pass
+    _shutdown()
+
+
+def _shutdown() -> None:
+    server, _state["server"] = _state["server"], None
+    if server is not None:
+        server.close()
+    kvm, _state["kvm"] = _state["kvm"], None
+    if kvm is not None:
+        try:
+            kvm.close()
+        except Exception:
+            pass
+    _drop_tdesc()
+    mem, _state["mem"] = _state["mem"], None
+    if mem is not None:
+        try:
+            gdb.execute(f"delete mem {mem}", to_string=True)
+        except gdb.error:
+            pass
+
+
+def _text_command(query: str) -> Callable[[str, bool], None]:
+    def run(arg: str, from_tty: bool) -> None:
+        if arg.strip():
+            raise _Fail("this command takes no arguments")
+        _print(_query(query))
+    return run
+
+
+def _switch(kind: str, usage: str) -> Callable[[str, bool], None]:
+    def run(arg: str, from_tty: bool) -> None:
+        if not arg.strip():
+            raise _Fail(f"usage: {usage}")
+        try:
+            value = int(gdb.parse_and_eval(arg))
+        except gdb.error as e:
+            raise _Fail(_one_line(e)) from None
+        reply = _query(f"{kind} {value}").split()
+        th = _thread_for_rid(int(reply[0], 16))
+        if th is None:
+            raise _Fail(f"thread {reply[1]} is not known to gdb")
+        gdb.execute(f"thread {th.num}")
+    return run
+
+
+class _Command(gdb.Command):
+    def __init__(self, name: str, fn: Callable[[str, bool], None], doc: str,
+                 complete: int = gdb.COMPLETE_NONE) -> None:
+        self.__doc__ = doc
+        super().__init__(name, gdb.COMMAND_FILES if complete == gdb.COMPLETE_FILENAME
+                         else gdb.COMMAND_STATUS, complete)
+        self._name, self._fn = name, fn
+
+    def invoke(self, arg: str, from_tty: bool) -> None:
+        _guard(self._name, self._fn, arg, from_tty)
+
+
+def kvm() -> Any:
+    """A read-only ``kvm_dbg.Kvm`` on the open dump, for scripting in gdb's Python."""
+    server = _state["server"]
+    if server is None:
+        raise gdb.GdbError("kvm: no dump is open (use kvm-open [KERNEL] CORE)")
+    if _state["kvm"] is None:
+        import kvm_dbg
+        _state["kvm"] = kvm_dbg.open(server.kernel, server.core)
+    return _state["kvm"]
+
+
+def _on_exit(*_args: Any) -> None:
+    try:
+        _shutdown()
+    except Exception:
+        pass
+
+
+def register() -> None:
+    """Define the commands (idempotent: sourcing twice is harmless)."""
+    if getattr(sys.modules[__name__], "_registered", False):
+        return
+    _Command("kvm-open", _open, """Open a FreeBSD kernel crash dump: kvm-open [-w] [KERNEL] CORE.
+
+KERNEL defaults to the current executable ('file').  Starts a kvm_dbg server
+process and connects with 'target remote', selects the crashed thread and
+prints the unread message buffer, the panic string and the crashed frame.
+-w allows memory writes to the dump.""", gdb.COMPLETE_FILENAME)
+    _Command("kvm-close", _close, "Disconnect from the dump and stop its server.")
+    _Command("kvm-info", _text_command("info"),
+             "Summary of the open dump: architecture, version, panic string, crashed thread.")
+    _Command("kvm-ps", _text_command("ps"), "List the processes of the dump.")
+    _Command("kvm-dmesg", _text_command("dmesg"), "Print the kernel message buffer.")
+    _Command("kvm-kld", _text_command("kld"), "List the loaded kernel modules.")
+    _Command("kvm-proc", _switch("proc", "kvm-proc PID|PROC-ADDRESS"),
+             "Select the first thread of a process: kvm-proc PID|PROC-ADDRESS.")
+    _Command("kvm-tid", _switch("tid", "kvm-tid TID|THREAD-ADDRESS"),
+             "Select a thread by kernel thread id: kvm-tid TID|THREAD-ADDRESS.")
+    if hasattr(gdb.events, "gdb_exiting"):
+        gdb.events.gdb_exiting.connect(_on_exit)
+    import atexit
+    atexit.register(_on_exit)
+    sys.modules[__name__]._registered = True  # type: ignore[attr-defined]
+
+
+if __name__ == "__main__":
+    # Sourced by gdb: import ourselves as a real module so that `kvm_gdb.kvm()`
+    # works at the python prompt and a second `source` does not re-register.
+    import importlib
+
+    sys.path.insert(0, _HERE)
+    _mod = importlib.import_module("kvm_gdb")
+    _mod.register()
+    globals()["kvm_gdb"] = _mod
