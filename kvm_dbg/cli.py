@@ -1,25 +1,39 @@
 """``kvm-dbg``: the command line over the library.
 
-Every reporting command prints text by default and JSON with ``--json``.
-Exit codes: 0 success, 1 a file or dump problem, 2 bad arguments.
+Reporting commands print text by default and JSON with ``--json`` (shapes in
+docs/cli-json-schema.json).  Exit codes: 0 success, 1 a file or dump
+problem, 2 bad arguments.  ``gdb`` and ``lldb`` start the debugger with the
+plugin loaded and the dump open, as ``kgdb kernel vmcore`` does.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from typing import List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import __version__
+from . import __version__, report
 from . import kvm as _kvm
+from .corefile import peek
+from .debuggers import crashdir_files, dump_number, gdb_argv, kernel_for_core, lldb_argv
 from .errors import KvmError
 
 EXAMPLES = """examples:
-  kvm-dbg info kernel vmcore.0
-  kvm-dbg nlist kernel vmcore.0 hz allproc
+  kvm-dbg triage /boot/kernel/kernel /var/crash/vmcore.0
+  kvm-dbg triage --crashdir /var/crash -n 0          # kernel found as kgdb does
+  kvm-dbg triage kernel.debug crashes/vmcore.*       # many dumps, grouped by panic
+  kvm-dbg gdb kernel.debug vmcore.0                  # gdb with the dump open
+  kvm-dbg lldb kernel.debug vmcore.0
+  kvm-dbg threads --json kernel vmcore.0
   kvm-dbg read kernel vmcore.0 0xffffffff81cd4c0c 16
+  kvm-dbg serve kernel vmcore.0 --listen 127.0.0.1:2345
 """
+
+
+class UsageError(Exception):
+    """Bad arguments: exit status 2."""
 
 
 def _int(text: str) -> int:
@@ -29,50 +43,160 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
-def _open(args) -> _kvm.Kvm:
-    return _kvm.open(args.kernel, args.core)
+# -- locating kernel and cores ------------------------------------------------
+
+def _is_kernel(path: str) -> bool:
+    """An ELF executable or shared object (not a core, not a minidump)."""
+    head = peek(path, 18)
+    if not head or head[:4] != b"\x7fELF" or len(head) < 18:
+        return False
+    etype = int.from_bytes(head[16:18], "little" if head[5] == 1 else "big")
+    return etype in (2, 3)
 
 
-def cmd_info(args) -> dict:
-    with _open(args) as kd:
-        info = {"kernel": kd.kernel_path, "core": kd.core_path, "arch": kd.arch,
-                "format": kd.format, "byteorder": kd.byteorder, "native": kd.native,
-                "kerndisp": kd.kerndisp}
-        hz = kd.lookup("hz")
-        try:
-            info["hz"] = kd.read_int(hz, 4, signed=True) if hz is not None else None
-        except KvmError:
-            info["hz"] = None
-        ver = kd.lookup("version")
-        try:
-            info["version"] = (kd.read_cstring(ver, 512).decode("utf-8", "replace").strip()
-                               if ver is not None else None)
-        except KvmError:
-            info["version"] = None
-    return info
+def _kernel_core_pairs(args) -> List[Tuple[str, str]]:
+    """(kernel, core) for each dump named on the command line."""
+    paths = list(args.paths)
+    if getattr(args, "n", None) is not None:
+        kernel, core = crashdir_files(args.n, args.crashdir)
+        if paths:
+            kernel = paths[0]
+        if kernel is None:
+            raise KvmError(f"{core}: cannot find its kernel (give KERNEL explicitly)")
+        return [(kernel, core)]
+    if not paths:
+        raise UsageError("a CORE (or -n N) is required")
+    kernel = None
+    if len(paths) > 1 and _is_kernel(paths[0]):
+        kernel, paths = paths[0], paths[1:]
+    if len(paths) > 1 and not getattr(args, "many", False):
+        raise UsageError("expected [KERNEL] CORE")
+    out = []
+    for core in paths:
+        k = kernel or kernel_for_core(os.path.dirname(core) or ".", dump_number(core))
+        if k is None:
+            raise KvmError(f"{core}: no kernel given and none found next to it "
+                           "(kernel.N or info.N)")
+        out.append((k, core))
+    return out
 
 
-def cmd_nlist(args) -> dict:
-    with _open(args) as kd:
-        return {name: kd.lookup(name) for name in args.symbols}
+def _open_one(args) -> _kvm.Kvm:
+    kernel, core = _kernel_core_pairs(args)[0]
+    return _kvm.open(kernel, core)
 
 
-def cmd_read(args) -> dict:
-    if args.length < 0 or args.length > 1 << 30:
-        raise SystemExit(_usage_error(f"bad length {args.length}"))
-    with _open(args) as kd:
+# -- commands --------------------------------------------------------------------
+
+def cmd_info(args) -> Any:
+    with _open_one(args) as kd:
+        return report.info(kd)
+
+
+def cmd_threads(args) -> Any:
+    with _open_one(args) as kd:
+        return report.threads(kd, backtrace=args.backtrace)
+
+
+def cmd_ps(args) -> Any:
+    with _open_one(args) as kd:
+        return report.procs(kd)
+
+
+def cmd_dmesg(args) -> Any:
+    with _open_one(args) as kd:
+        return report.dmesg(kd)
+
+
+def cmd_kld(args) -> Any:
+    with _open_one(args) as kd:
+        return report.klds(kd)
+
+
+def cmd_nlist(args) -> Any:
+    with _open_one(args) as kd:
+        return {name: (None if (v := kd.lookup(name)) is None else f"0x{v:x}")
+                for name in args.symbols}
+
+
+def cmd_read(args) -> Any:
+    if not 0 <= args.length <= 1 << 30:
+        raise UsageError(f"bad length {args.length}")
+    with _open_one(args) as kd:
         data = kd.read(args.address, args.length)
     if args.output:
         with open(args.output, "wb") as f:
             f.write(data)
-        return {"address": args.address, "length": len(data), "output": args.output}
-    return {"address": args.address, "length": len(data), "hex": data.hex()}
+        return {"address": f"0x{args.address:x}", "length": len(data), "output": args.output}
+    return {"address": f"0x{args.address:x}", "length": len(data), "hex": data.hex()}
 
 
-def _usage_error(msg: str) -> int:
-    sys.stderr.write(f"kvm-dbg: {msg}\n")
-    return 2
+def cmd_triage(args) -> Any:
+    pairs = _kernel_core_pairs(args)
+    reports = []
+    show = len(pairs) > 1 and sys.stderr.isatty() and not args.json
+    for i, (kernel, core) in enumerate(pairs, 1):
+        if show:
+            bar = "#" * (30 * i // len(pairs))
+            sys.stderr.write(f"\r[{bar:<30}] {i}/{len(pairs)} {os.path.basename(core)[:30]:<30}")
+            sys.stderr.flush()
+        try:
+            with _kvm.open(kernel, core) as kd:
+                r = report.triage(kd)
+        except KvmError as e:
+            r = {"kernel": kernel, "core": core, "error": str(e)}
+        reports.append(r)
+    if show:
+        sys.stderr.write("\n")
+    if len(reports) == 1 and not args.many_output:
+        if "error" in reports[0]:
+            raise KvmError(reports[0]["error"])
+        return reports[0]
+    groups: Dict[str, List[str]] = {}
+    for r in reports:
+        key = ("(unreadable) " + r["error"]) if "error" in r else report.signature(r)
+        groups.setdefault(key, []).append(r["core"])
+    summary = [{"signature": k, "count": len(v), "cores": v}
+               for k, v in sorted(groups.items(), key=lambda kv: -len(kv[1]))]
+    return {"dumps": reports, "summary": summary}
 
+
+def cmd_serve(args) -> Any:
+    from .rsp import serve
+    kernel, core = _kernel_core_pairs(args)[0]
+    if args.listen and not args.allow_remote:
+        host = args.listen.rsplit(":", 1)[0].strip("[]")
+        if host not in ("127.0.0.1", "localhost", "::1", ""):
+            raise UsageError("refusing to listen on a non-loopback address without "
+                             "--allow-remote")
+    status = serve(kernel, core, listen=args.listen, stdio=args.stdio, unix=args.unix,
+                   writable=args.writable)
+    raise SystemExit(status)
+
+
+def _exec_debugger(argv: List[str]) -> None:
+    sys.stdout.flush()
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as e:
+        raise KvmError(f"{argv[0]}: {os.strerror(e.errno or 2)}") from None
+
+
+def cmd_gdb(args) -> Any:
+    kernel, core = _kernel_core_pairs(args)[0]
+    with _kvm.open(kernel, core) as kd:     # fail early, with our message
+        arch = kd.arch
+    _exec_debugger(gdb_argv(kernel, core, arch, args.extra))
+
+
+def cmd_lldb(args) -> Any:
+    kernel, core = _kernel_core_pairs(args)[0]
+    with _kvm.open(kernel, core):
+        pass
+    _exec_debugger(lldb_argv(kernel, core, args.extra))
+
+
+# -- text rendering ------------------------------------------------------------------
 
 def _hexdump(addr: int, data: bytes) -> str:
     lines = []
@@ -84,61 +208,179 @@ def _hexdump(addr: int, data: bytes) -> str:
     return "\n".join(lines)
 
 
-def _print_text(cmd: str, result: dict) -> None:
-    if cmd == "read":
-        if "hex" in result:
-            print(_hexdump(result["address"], bytes.fromhex(result["hex"])))
-        else:
-            print(f"wrote {result['length']} bytes to {result['output']}")
-        return
-    if cmd == "nlist":
-        for name, value in result.items():
-            print(f"{name:<32} {'not found' if value is None else hex(value)}")
-        return
-    for key, value in result.items():
-        print(f"{key + ':':<12} {value}")
+def _text_info(r: Dict[str, Any]) -> str:
+    return "\n".join(f"{k + ':':<20} {'-' if v is None else v}" for k, v in r.items())
 
+
+def _text_threads(rows: List[Dict[str, Any]]) -> str:
+    out = [f"{'TID':>8} {'PID':>6} {'CPU':>4}  NAME"]
+    for t in rows:
+        cpu = "-" if t["oncpu"] is None else t["oncpu"]
+        out.append(f"{t['tid']:>8} {t['pid']:>6} {cpu:>4}  {t['name']}")
+        for i, f in enumerate(t.get("backtrace", [])):
+            out.append(f"{'':>21}#{i:<2} {f['pc']:>18}  {f['symbol']}")
+    return "\n".join(out)
+
+
+def _text_ps(rows: List[Dict[str, Any]]) -> str:
+    out = [f"{'PID':>6} {'PPID':>6} {'STATE':<6} {'THR':>4} {'ADDRESS':>18}  COMM"]
+    for p in rows:
+        out.append(f"{p['pid']:>6} {p['ppid'] if p['ppid'] is not None else '-':>6} "
+                   f"{p['state'] or '-':<6} {p['nthreads']:>4} {p['address']:>18}  {p['comm']}")
+    return "\n".join(out)
+
+
+def _text_kld(rows: List[Dict[str, Any]]) -> str:
+    out = [f"{'ADDRESS':>18} {'SIZE':>10}  NAME  PATH"]
+    for k in rows:
+        out.append(f"{k['address']:>18} {k['size'] if k['size'] is not None else '-':>10}  "
+                   f"{k['name']}  {k['path'] or ''}")
+    return "\n".join(out)
+
+
+def _text_triage_one(r: Dict[str, Any]) -> str:
+    if "error" in r:
+        return f"{r['core']}: error: {r['error']}"
+    out = [f"dump:      {r['core']}",
+           f"kernel:    {r['kernel']}" + ("" if r["kernel_matches_dump"] is not False
+                                          else "   (WARNING: does not match the dump)"),
+           f"format:    {r['arch']} {r['format']}",
+           f"version:   {(r['version'] or 'unknown').splitlines()[0]}",
+           f"uptime:    {'unknown' if r['uptime_seconds'] is None else str(r['uptime_seconds']) + ' s'}",
+           f"panic:     {r['panic'] or '(no panic string)'}"]
+    ct = r["crashed_thread"]
+    if ct:
+        out.append(f"crashed:   {ct['name']} (tid {ct['tid']})")
+        for i, f in enumerate(ct["backtrace"]):
+            out.append(f"  #{i:<2} {f['pc']:>18}  {f['symbol']}")
+    else:
+        out.append("crashed:   (no thread list)")
+    if r["msgbuf_tail"]:
+        out.append("message buffer (last lines):")
+        out.extend("  " + line for line in r["msgbuf_tail"])
+    for w in r["warnings"]:
+        out.append(f"warning:   {w}")
+    return "\n".join(out)
+
+
+def _text_triage(r: Dict[str, Any]) -> str:
+    if "dumps" not in r:
+        return _text_triage_one(r)
+    body = "\n\n".join(_text_triage_one(d) for d in r["dumps"])
+    table = [f"{'COUNT':>5}  SIGNATURE"]
+    table += [f"{g['count']:>5}  {g['signature']}" for g in r["summary"]]
+    return body + "\n\nsummary:\n" + "\n".join(table)
+
+
+def _text_nlist(r: Dict[str, Any]) -> str:
+    return "\n".join(f"{k:<32} {v or 'not found'}" for k, v in r.items())
+
+
+def _text_read(r: Dict[str, Any]) -> str:
+    if "hex" in r:
+        return _hexdump(int(r["address"], 16), bytes.fromhex(r["hex"]))
+    return f"wrote {r['length']} bytes to {r['output']}"
+
+
+def _text_dmesg(r: Dict[str, Any]) -> str:
+    return r["text"].rstrip("\n") if r["text"] else "(message buffer is empty)"
+
+
+TEXT: Dict[str, Callable[[Any], str]] = {
+    "info": _text_info, "threads": _text_threads, "ps": _text_ps, "kld": _text_kld,
+    "triage": _text_triage, "nlist": _text_nlist, "read": _text_read, "dmesg": _text_dmesg,
+}
+
+
+# -- parser ------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kvm-dbg", description="Read FreeBSD kernel crash dumps.",
-                                epilog=EXAMPLES,
+    p = argparse.ArgumentParser(prog="kvm-dbg", description="Debug FreeBSD kernel crash dumps "
+                                "on any host.", epilog=EXAMPLES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"kvm-dbg {__version__}")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
-    def add(name, help_, func):
-        s = sub.add_parser(name, help=help_, description=help_)
-        s.add_argument("--json", action="store_true", help="print JSON")
-        s.add_argument("kernel", help="kernel ELF file")
-        s.add_argument("core", help="crash dump (vmcore)")
-        s.set_defaults(func=func)
+    def add(name: str, help_: str, func, report_: bool = True, many: bool = False):
+        s = sub.add_parser(name, help=help_, description=help_, epilog=EXAMPLES,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        if report_:
+            s.add_argument("--json", action="store_true", help="print JSON")
+        s.add_argument("-n", type=int, metavar="N", help="dump number: open CRASHDIR/vmcore.N")
+        s.add_argument("--crashdir", default="/var/crash", metavar="DIR",
+                       help="crash directory for -n (default /var/crash)")
+        s.set_defaults(func=func, many=many, many_output=False, extra=[])
         return s
 
-    add("info", "identify a kernel and dump: architecture, format, hz, version", cmd_info)
+    s = add("info", "identify a dump: architecture, format, hz, version, panic", cmd_info)
+    s.add_argument("paths", nargs="*", metavar="[KERNEL] CORE")
+    s = add("triage", "what happened: panic, crashed thread backtrace, version, uptime, "
+            "message buffer; many dumps are grouped by panic", cmd_triage, many=True)
+    s.add_argument("paths", nargs="*", metavar="[KERNEL] CORE...")
+    s = add("threads", "kernel threads (crashed first) with registers", cmd_threads)
+    s.add_argument("--backtrace", "-b", action="store_true", help="add backtraces")
+    s.add_argument("paths", nargs="*", metavar="[KERNEL] CORE")
+    for name, help_, func in (("ps", "processes", cmd_ps),
+                              ("dmesg", "the kernel message buffer", cmd_dmesg),
+                              ("kld", "loaded kernel modules", cmd_kld)):
+        s = add(name, help_, func)
+        s.add_argument("paths", nargs="*", metavar="[KERNEL] CORE")
     s = add("nlist", "look up kernel symbols", cmd_nlist)
+    s.add_argument("kernel_core", nargs=2, metavar="KERNEL CORE")
     s.add_argument("symbols", nargs="+", metavar="SYMBOL")
-    s = add("read", "read kernel memory (hexdump, or raw with -o)", cmd_read)
+    s = add("read", "read kernel memory (hexdump, or raw with -o FILE)", cmd_read)
+    s.add_argument("kernel_core", nargs=2, metavar="KERNEL CORE")
     s.add_argument("address", type=_int)
     s.add_argument("length", type=_int)
     s.add_argument("-o", "--output", help="write the raw bytes to this file")
+    s = add("serve", "serve the dump over the GDB remote protocol (any RSP client)",
+            cmd_serve, report_=False)
+    s.add_argument("paths", nargs="*", metavar="[KERNEL] CORE")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--listen", metavar="HOST:PORT", help="TCP address (default 127.0.0.1:0)")
+    g.add_argument("--stdio", action="store_true", help="speak RSP on stdin/stdout")
+    g.add_argument("--unix", metavar="PATH", help="listen on a Unix socket")
+    s.add_argument("--allow-remote", action="store_true",
+                   help="allow a non-loopback --listen address")
+    s.add_argument("-w", "--writable", action="store_true", help="allow memory writes")
+    for name, func in (("gdb", cmd_gdb), ("lldb", cmd_lldb)):
+        s = add(name, f"start {name} with the plugin loaded and the dump open "
+                "(extra arguments after -- go to the debugger)", func, report_=False)
+        s.add_argument("paths", nargs="*", metavar="[KERNEL] CORE")
     return p
 
 
+def _normalise(args) -> None:
+    if hasattr(args, "kernel_core"):
+        args.paths = args.kernel_core
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: List[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, extra = argv[:i], argv[i + 1:]
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.extra = extra
+    _normalise(args)
     try:
         result = args.func(args)
-    except KvmError as e:
+    except UsageError as e:
+        parser.print_usage(sys.stderr)
+        sys.stderr.write(f"kvm-dbg: error: {e}\n")
+        return 2
+    except (KvmError, OSError) as e:
         sys.stderr.write(f"kvm-dbg: {e}\n")
         return 1
-    except OSError as e:
-        sys.stderr.write(f"kvm-dbg: {e}\n")
-        return 1
-    if args.json:
+    except KeyboardInterrupt:
+        sys.stderr.write("kvm-dbg: interrupted\n")
+        return 130
+    if getattr(args, "json", False):
         print(json.dumps(result, indent=2))
     else:
-        _print_text(args.cmd, result)
+        print(TEXT[args.cmd](result))
     return 0
 
 

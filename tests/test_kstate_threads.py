@@ -35,7 +35,7 @@ def test_order_names_and_pcb_choice():
     assert crashed.crashed and crashed.pcb_addr == k.kvm.syms["dumppcb"]
     assert crashed.registers == regs(0x500)
     assert oncpu.pcb_addr == k.kvm.syms["stoppcbs"] and oncpu.registers == regs(0x600)
-    assert idle1.registers == regs(0x300) and idle1.oncpu == -1
+    assert idle1.registers == regs(0x300) and idle1.oncpu is None
     assert (crashed.pid, crashed.comm, crashed.tdname, crashed.tid) == \
         (806, "sysctl", "sysctl", 100659)
     assert k.kvm.warnings == []
@@ -196,7 +196,7 @@ def test_uchar_oncpu_before_freebsd_11():
             cpu = k.kvm.read_int(td + THREAD_OFFS["td_oncpu"], 4, signed=True)
             k.kvm.put_int(td + THREAD_OFFS["td_oncpu"], cpu & 0xFF | 0x5500, 4)
             td = k.kvm.read_ptr(td + THREAD_OFFS["td_plist"])
-    assert [t.oncpu for t in threads(k.kvm)] == [1, 0, -1, -1]
+    assert [t.oncpu for t in threads(k.kvm)] == [1, 0, None, None]
 
 
 def test_no_dumptid_means_no_crashed_thread():

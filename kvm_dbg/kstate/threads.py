@@ -197,7 +197,8 @@ def _build(kvm: Any, ctx: Context, procs: List[RawProc]) -> List[KThread]:
             out.append(KThread(
                 tid=td.tid, pid=proc.pid,
                 name=display_name(proc.pid, proc.comm, td.name, crashed, td.oncpu),
-                comm=proc.comm, tdname=td.name, crashed=crashed, oncpu=td.oncpu,
+                comm=proc.comm, tdname=td.name, crashed=crashed,
+                oncpu=None if td.oncpu in (None, NOCPU) else td.oncpu,
                 registers=ctx.registers(pcb), pcb_addr=pcb, td_addr=td.addr,
                 proc_addr=proc.addr, _kvm=kvm, _ctx=ctx))
     return out
