@@ -241,12 +241,13 @@ def _text_kld(rows: List[Dict[str, Any]]) -> str:
 def _text_triage_one(r: Dict[str, Any]) -> str:
     if "error" in r:
         return f"{r['core']}: error: {r['error']}"
+    up = r["uptime_seconds"]
     out = [f"dump:      {r['core']}",
            f"kernel:    {r['kernel']}" + ("" if r["kernel_matches_dump"] is not False
                                           else "   (WARNING: does not match the dump)"),
            f"format:    {r['arch']} {r['format']}",
            f"version:   {(r['version'] or 'unknown').splitlines()[0]}",
-           f"uptime:    {'unknown' if r['uptime_seconds'] is None else str(r['uptime_seconds']) + ' s'}",
+           f"uptime:    {'unknown' if up is None else f'{up} s'}",
            f"panic:     {r['panic'] or '(no panic string)'}"]
     ct = r["crashed_thread"]
     if ct:

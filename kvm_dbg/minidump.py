@@ -11,7 +11,7 @@ import struct
 from array import array
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .corefile import CoreFile
 from .errors import KvmError
@@ -283,3 +283,20 @@ class Pmap:
         if 0 <= idx < self.count:
             return struct.unpack_from(self.fmt, self.mm, self.off + idx * self.entsize)[0]
         return None
+
+    def nonzero(self) -> Iterator[Tuple[int, int]]:
+        """(index, entry) of every non-zero entry, skipping zero runs in bulk
+        (a hostile or sparse pmap is mostly zeros: walks must not crawl it)."""
+        chunk = 1 << 16
+        zero = bytes(chunk)
+        total = self.count * self.entsize
+        fmt = self.fmt
+        for pos in range(0, total, chunk):
+            n = min(chunk, total - pos)
+            block = self.mm[self.off + pos:self.off + pos + n]
+            if block == zero[:n]:
+                continue
+            base = pos // self.entsize
+            for i, (e,) in enumerate(struct.iter_unpack(fmt, block)):
+                if e:
+                    yield base + i, e

@@ -116,36 +116,54 @@ class PageTable:
             lv = nxt
 
     def leaves(self) -> Iterator[Tuple[int, int, int, int]]:
-        """Every valid leaf as (va, pa, size, entry), ascending VA."""
+        """Every valid leaf as (va, pa, size, entry), ascending VA.
+
+        Hostile tables cost at most one scan per distinct table page: a table
+        that held no leaf is remembered and skipped when referenced again."""
         root = self.root
         lv = self.levels[0]
+        barren: set = set()
         if isinstance(root, FlatRoot):
+            # A minidump pmap offers a bulk scan of its non-zero entries (a zero
+            # entry is invalid at every level of every architecture).
+            scan = getattr(getattr(root.get, "__self__", None), "nonzero", None)
+            if scan is not None:
+                for idx, e in scan():
+                    yield from self._descend(e, 0, root.base + (idx << lv.shift), barren)
+                return
             for idx in range(root.count):
                 e = root.get(idx)
                 if e is None:
                     break
-                yield from self._descend(e, 0, root.base + (idx << lv.shift))
+                if e:
+                    yield from self._descend(e, 0, root.base + (idx << lv.shift), barren)
         else:
-            yield from self._table(root.pa, 0, 0)
+            yield from self._table(root.pa, 0, 0, barren)
 
-    def _table(self, pa: int, li: int, va_base: int):
+    def _table(self, pa: int, li: int, va_base: int, barren: set):
+        if (pa, li) in barren:
+            return
         lv = self.levels[li]
         n = min(1 << lv.bits, _MAX_LEAVES_PER_TABLE)
         raw = self.read_phys(pa, n * lv.entsize)
-        if raw is None or len(raw) < n * lv.entsize:
-            return
-        fmt = self._fmt[lv.entsize][0] + self._fmt[lv.entsize][1] * n
-        for idx, e in enumerate(struct.unpack(fmt, raw)):
-            if e:
-                yield from self._descend(e, li, va_base | (idx << lv.shift))
+        found = False
+        if raw is not None and len(raw) >= n * lv.entsize and raw.count(0) != len(raw):
+            fmt = self._fmt[lv.entsize][0] + self._fmt[lv.entsize][1] * n
+            for idx, e in enumerate(struct.unpack(fmt, raw)):
+                if e:
+                    for leaf in self._descend(e, li, va_base | (idx << lv.shift), barren):
+                        found = True
+                        yield leaf
+        if not found:
+            barren.add((pa, li))
 
-    def _descend(self, e: int, li: int, va: int):
+    def _descend(self, e: int, li: int, va: int, barren: set):
         lv = self.levels[li]
         kind = lv.classify(e)
         if kind == LEAF:
             yield va, lv.frame(e), lv.span(e), e
         elif kind == TABLE and li + 1 < len(self.levels):
-            yield from self._table(lv.frame(e), li + 1, va)
+            yield from self._table(lv.frame(e), li + 1, va, barren)
 
 
 def sign_extend(va: int, bits: int) -> int:

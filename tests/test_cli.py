@@ -135,7 +135,8 @@ def test_bad_arguments_exit_2():
     code, _, err = run("read", "k", "c", "notanumber", "4")
     assert code == 2 and "not a number" in err
     code, _, err = run("info")
-    assert code == 2 and err.strip().splitlines()[-1] == "kvm-dbg: error: a CORE (or -n N) is required"
+    assert code == 2
+    assert err.strip().splitlines()[-1] == "kvm-dbg: error: a CORE (or -n N) is required"
     code, _, _ = run("frobnicate")
     assert code == 2
 

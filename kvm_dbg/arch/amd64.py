@@ -132,16 +132,21 @@ class Amd64Minidump(MinidumpBackend):
             bit = self.index.bit_of(pa)
             if bit is not None and bit < self.index.nbits:
                 seen[bit >> 3] |= 1 << (bit & 7)
-        for byte_i, byte in enumerate(seen):
-            while byte:
-                low = byte & -byte
-                bit = byte_i * 8 + low.bit_length() - 1
-                byte ^= low
-                pa = self.index.pa_of(bit)
-                if pa is None or self.dmapbase + pa + 4096 > self.dmapend:
-                    return
-                yield self.page(pa, 0, self.dmapbase + pa, VM_PROT_READ | VM_PROT_WRITE, 4096,
-                                self.index.find(pa))
+        zero = bytes(4096)
+        for chunk in range(0, len(seen), 4096):
+            block = seen[chunk:chunk + 4096]
+            if block == zero[:len(block)]:
+                continue
+            for byte_i, byte in enumerate(block, chunk):
+                while byte:
+                    low = byte & -byte
+                    bit = byte_i * 8 + low.bit_length() - 1
+                    byte ^= low
+                    pa = self.index.pa_of(bit)
+                    if pa is None or self.dmapbase + pa + 4096 > self.dmapend:
+                        return
+                    yield self.page(pa, 0, self.dmapbase + pa, VM_PROT_READ | VM_PROT_WRITE,
+                                    4096, self.index.find(pa))
 
 
 class Amd64Elf(Backend):

@@ -15,6 +15,8 @@ from .memory import Record, lookup, read_partial, read_ptr, warn
 MSG_MAGIC = 0x063062
 #: Sanity bound for msg_size (the kernel default is 96 KiB; tunable).
 MAX_MSGBUF = 64 << 20
+#: msg_seqmod = SEQ_FACTOR * msg_size (sys/kern/subr_msgbuf.c SEQMOD()).
+SEQ_FACTOR = 16
 UNREAD_HEADER = "Unread portion of the kernel message buffer:"
 _PRI = re.compile(rb"^<(\d+)>")
 
@@ -101,6 +103,11 @@ def _from_memory(kvm: Any) -> Optional[MsgBuf]:
     w = wseq % size
     text = (data[w:] + data[:w]).replace(b"\0", b"")
     unread = b""
+    if wseq >= SEQ_FACTOR * size or (rseq is not None and rseq >= SEQ_FACTOR * size):
+        # The kernel keeps both modulo msg_seqmod = 16 * msg_size (SEQMOD()).
+        warn(kvm, f"msgbuf: sequence numbers out of range (wseq {wseq}, rseq {rseq}, "
+             f"size {size}); order and unread portion unreliable")
+        rseq = None
     if rseq is not None:
         r = rseq % size
         if r != w:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from .ksyms import file_bytes, kernel_path
-from .memory import decode_text, lookup, read_cstring, read_int, read_ptr
+from .memory import decode_text, lookup, read_cstring, read_int, read_ptr, warn
 from .walk import osreldate
 
 VERSION_MAX = 1024
@@ -51,7 +51,7 @@ def panic_info(kvm: Any) -> PanicInfo:
         raw = file_bytes(path, "version", VERSION_MAX)
         if raw:
             file_version = decode_text(raw.split(b"\0", 1)[0]) or None
-    return PanicInfo(
+    info = PanicInfo(
         panicstr=panicstr,
         version=_string(kvm, "version", VERSION_MAX),
         file_version=file_version,
@@ -60,3 +60,8 @@ def panic_info(kvm: Any) -> PanicInfo:
         hostname=_string(kvm, "hostname", HOSTNAME_MAX),
         dumptid=read_int(kvm, lookup(kvm, "dumptid"), 4, signed=True),
     )
+    if info.version_mismatch:
+        msg = "kernel file version does not match the dump's (wrong kernel for this core?)"
+        if msg not in getattr(kvm, "warnings", ()):
+            warn(kvm, msg)
+    return info

@@ -13,7 +13,7 @@ on a loop, or at ``max_frames``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import archdata
 from .archdata import ArchInfo
@@ -53,12 +53,7 @@ def unwind(kvm: Any, arch: ArchInfo, regs: Dict[str, int], trap_key: str = "defa
                     dict(regs), "pcb", _function(syms, pc, 0))]
     seen = {(frames[0].sp, frames[0].fp, pc)}
     while len(frames) < max_frames:
-        cur = frames[-1]
-        fn = _lookup(syms, cur.pc, len(frames) - 1)
-        if fn is not None and is_trap_function(arch, fn[0]):
-            nxt = _trap_step(kvm, arch, trap_key, cur, fn, syms)
-        else:
-            nxt = _chain_step(kvm, arch, cur, syms)
+        nxt = _step(kvm, arch, trap_key, frames[-1], syms, len(frames) - 1)
         if nxt is None:
             break
         key = (nxt.sp, nxt.fp, nxt.pc)
@@ -67,6 +62,70 @@ def unwind(kvm: Any, arch: ArchInfo, regs: Dict[str, int], trap_key: str = "defa
         seen.add(key)
         frames.append(nxt)
     return frames
+
+
+def _step(kvm: Any, arch: ArchInfo, trap_key: str, cur: Frame, syms: Any,
+          depth: int) -> Optional[Frame]:
+    """The caller of ``cur`` (at ``depth`` from the innermost frame), or None."""
+    fn = _lookup(syms, cur.pc, depth)
+    if fn is not None and is_trap_function(arch, fn[0]):
+        return _trap_step(kvm, arch, trap_key, cur, fn, syms)
+    return _chain_step(kvm, arch, cur, syms)
+
+
+class _ReaderMem:
+    """A read-only kvm look-alike over a debugger's memory reader."""
+
+    def __init__(self, read: Callable[[int, int], Optional[bytes]], byteorder: str,
+                 ptrsize: int, lookup: Optional[Callable[[str], Optional[int]]]) -> None:
+        self._read, self._lookup = read, lookup
+        self.byteorder, self.ptrsize = byteorder, ptrsize
+
+    def read(self, addr: int, size: int) -> bytes:
+        data = self._read(addr, size)
+        if data is None or len(data) < size:
+            raise OSError(f"cannot read 0x{addr:x}")
+        return bytes(data[:size])
+
+    def read_partial(self, addr: int, size: int) -> bytes:
+        data = self._read(addr, size)
+        return b"" if data is None else bytes(data[:size])
+
+    def lookup(self, name: str) -> Optional[int]:
+        return self._lookup(name) if self._lookup else None
+
+
+class _FunctionAt:
+    def __init__(self, fn: Callable[[int], Optional[Tuple[str, int]]]) -> None:
+        self.function_at = fn
+
+
+def caller_registers(arch_name: str, regs: Dict[str, int],
+                     read: Callable[[int, int], Optional[bytes]], *, depth: int = 0,
+                     byteorder: str = "little",
+                     function_at: Optional[Callable[[int], Optional[Tuple[str, int]]]] = None,
+                     lookup: Optional[Callable[[str], Optional[int]]] = None,
+                     trap_key: str = "default") -> Optional[Dict[str, int]]:
+    """One unwinding step for a debugger's frame unwinder.
+
+    ``regs`` are the known registers of the frame at ``depth`` (library
+    names: rip/rsp/rbp, pc/sp/fp...), ``read(addr, n)`` returns bytes or
+    None, ``function_at(pc)`` gives ``(name, start)`` for trap-frame
+    detection.  Returns the caller's registers (same rules as :func:`unwind`)
+    or None when the chain ends.  Never raises.
+    """
+    arch = archdata.arch_info(arch_name)
+    if arch is None or arch.pc not in regs:
+        return None
+    mem = _ReaderMem(read, byteorder, arch.width, lookup)
+    syms = _FunctionAt(function_at) if function_at else None
+    cur = Frame(regs[arch.pc], regs.get(arch.sp), regs.get(arch.fp) if arch.fp else None,
+                dict(regs))
+    try:
+        nxt = _step(mem, arch, trap_key, cur, syms, depth)
+    except Exception:  # a debugger's reader or resolver may raise anything
+        return None
+    return None if nxt is None else dict(nxt.regs)
 
 
 def _lookup(syms: Any, pc: int, depth: int) -> Optional[Tuple[str, int]]:

@@ -179,8 +179,11 @@ def walk(kvm: Any) -> Optional[List[RawProc]]:
     procs: List[RawProc] = []
     for addr in proc_addresses(kvm, poffs):
         rec = Record(kvm, addr, [(poffs["p_pid"], 4), (poffs["p_comm"], COMM_SIZE)])
-        proc = RawProc(addr, rec.int(poffs["p_pid"], 4, signed=True),
-                       _text(rec, poffs["p_comm"]))
+        pid = rec.int(poffs["p_pid"], 4, signed=True)
+        if pid is None and read_ptr(kvm, addr + poffs["p_threads"]) is None:
+            warn(kvm, f"proc 0x{addr:x}: unreadable; skipped")   # e.g. a link into a hole
+            continue
+        proc = RawProc(addr, pid, _text(rec, poffs["p_comm"]))
         proc.threads = proc_threads(kvm, addr, toffs, poffs["p_threads"], oncpu_size)
         procs.append(proc)
     return procs

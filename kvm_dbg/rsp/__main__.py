@@ -23,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--unix", metavar="PATH", help="listen on a Unix socket")
     p.add_argument("--symbols", metavar="FILE",
                    help="JSON {name: address} from the debugger, used as the resolver")
+    p.add_argument("--no-elf-symbols", dest="elf_symbols", action="store_false",
+                   help="with --symbols: names not in FILE come from the debugger "
+                        "(qSymbol), never from the kernel ELF")
     p.add_argument("-w", "--writable", action="store_true", help="allow memory writes")
     p.add_argument("--once", action="store_true", help="exit after the first client leaves")
     p.add_argument("--watch-stdin", action="store_true",
@@ -36,7 +39,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     a = build_parser().parse_args(argv)
     return serve(a.kernel, a.core, listen=a.listen, stdio=a.stdio, unix=a.unix,
                  symbols=a.symbols, writable=a.writable, once=a.once,
-                 watch_stdin=a.watch_stdin, log_file=a.log, verbose=a.verbose)
+                 watch_stdin=a.watch_stdin, log_file=a.log, verbose=a.verbose,
+                 elf_symbols=a.elf_symbols)
 
 
 if __name__ == "__main__":

@@ -140,8 +140,14 @@ def _error_text(workdir: str) -> str:
 
 def spawn(kernel: str, core: str, symbols: Optional[Dict[str, Optional[int]]] = None,
           writable: bool = False, python: Optional[str] = None,
-          timeout: float = 120.0, extra_args: Optional[List[str]] = None) -> ServerProcess:
-    """Start a server for KERNEL+CORE; raises LaunchError with the server's message."""
+          timeout: float = 120.0, extra_args: Optional[List[str]] = None,
+          elf_symbols: bool = False) -> ServerProcess:
+    """Start a server for KERNEL+CORE; raises LaunchError with the server's message.
+
+    With ``symbols`` (the debugger's lookups) the debugger is the only
+    resolver: names not in it are asked with qSymbol, not read from the ELF
+    (``elf_symbols=True`` restores the ELF fallback).
+    """
     workdir = tempfile.mkdtemp(prefix="kvm_dbg-")
     sock = os.path.join(workdir, "rsp.sock")
     args = [python or server_python(), "-m", "kvm_dbg.rsp", kernel, core, "--unix", sock,
@@ -150,6 +156,8 @@ def spawn(kernel: str, core: str, symbols: Optional[Dict[str, Optional[int]]] = 
         symfile = os.path.join(workdir, "symbols.json")
         write_symbol_file(symfile, symbols)
         args += ["--symbols", symfile]
+        if not elf_symbols:
+            args.append("--no-elf-symbols")
     if writable:
         args.append("--writable")
     args += extra_args or []

@@ -59,25 +59,33 @@ class SymbolTable:
 
     It starts from the adapter's symbol file and learns more through qSymbol.
     ``fallback`` (e.g. the ELF's own table) answers names it has never heard of.
+    Names asked for and not found are remembered, so the next qSymbol round
+    (gdb starts one for every objfile it loads) asks the debugger for them.
     """
 
     def __init__(self, table: Optional[Dict[str, Optional[int]]] = None,
                  fallback: Optional[Resolver] = None) -> None:
         self.table: Dict[str, Optional[int]] = dict(table or {})
         self.fallback = fallback
+        self.misses: Dict[str, None] = {}
 
     def __call__(self, name: str) -> Optional[int]:
-        if name in self.table:
-            return self.table[name]
-        if self.fallback is not None:
-            return self.fallback(name)
-        return None
+        value = self.table.get(name)
+        if value is None and name not in self.table and self.fallback is not None:
+            value = self.fallback(name)
+        if value is None:
+            self.misses[name] = None
+        return value
 
     def learn(self, name: str, address: Optional[int]) -> None:
         self.table[name] = address
+        if address is not None:
+            self.misses.pop(name, None)
 
     def missing(self, names: Iterable[str]) -> List[str]:
-        return [n for n in names if n not in self.table]
+        """Names to ask the debugger: ``names`` never looked up, then past misses."""
+        ask = [n for n in names if n not in self.table]
+        return ask + [n for n in self.misses if n not in ask]
 
 
 def load_symbol_file(path: str) -> Dict[str, Optional[int]]:

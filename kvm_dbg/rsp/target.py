@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from .regs import RegSet, regset_for
+from .regs import RegSet, reg_value, regset_for
 
 
 @dataclass
@@ -70,6 +70,10 @@ class Target:
         crashed = [t for t in threads if t.crashed]
         self.threads = crashed[:1] + [t for t in threads if t not in crashed[:1]]
         self.by_rid = {t.rid: t for t in self.threads}
+        pc = self.regset.find_role("pc")
+        if pc is not None and reg_value(self.regset, pc, self.current.registers) is None:
+            # gdb refuses a stop whose pc is unavailable: keep memory usable
+            self.current.registers[pc.name] = 0
 
     @property
     def current(self) -> TargetThread:

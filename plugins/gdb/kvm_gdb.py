@@ -6,7 +6,10 @@ then:                   kvm-open [KERNEL] CORE
 Thin glue only: the dump is served by a ``python -m kvm_dbg.rsp`` child
 process that gdb talks to with ``target remote`` (never a thread inside gdb:
 gdb holds the GIL while waiting on the target).  Commands: kvm-open,
-kvm-close, kvm-info, kvm-ps, kvm-dmesg, kvm-proc, kvm-tid, kvm-kld.  From
+kvm-close, kvm-info, kvm-ps, kvm-dmesg, kvm-proc, kvm-tid, kvm-kld.  Symbols
+come from gdb only (the server gets --no-elf-symbols).  A frame unwinder
+applies kvm_dbg's frame-pointer and trap-frame rules where gdb has no
+DWARF for a frame.  From
 gdb's ``python`` prompt, ``kvm_gdb.kvm()`` returns a read-only
 ``kvm_dbg.Kvm`` on the same dump for scripting.
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import sys
 from typing import Any, Callable, List, Optional
 
@@ -45,7 +49,7 @@ def _setup_path() -> None:
 
 _setup_path()
 
-_state: dict = {"server": None, "kvm": None, "mem": None, "tdesc": None}
+_state: dict = {"server": None, "kvm": None, "mem": None, "tdesc": None, "unwind": None}
 
 
 class _Fail(Exception):
@@ -132,7 +136,7 @@ def _open(arg: str, from_tty: bool) -> None:
     if args and args[0] in ("-w", "--writable"):
         writable, args = True, args[1:]
     if len(args) == 1:
-        kernel = gdb.current_progspace().filename
+        kernel = _exec_file() or gdb.current_progspace().filename
         if not kernel:
             raise _Fail(f"{args[0]}: no kernel: use kvm-open KERNEL CORE or 'file KERNEL' first")
         core = args[0]
@@ -149,6 +153,11 @@ def _open(arg: str, from_tty: bool) -> None:
     _set_tdesc(kernel)
     _load_kernel(kernel, needs_osabi_none(kernel))
     symbols = _lookup_symbols(resolver_symbols())
+    if not any(v is not None for v in symbols.values()):
+        _drop_tdesc()
+        raise _Fail(f"{kernel}: gdb has no symbols for this kernel (no symbol table and no "
+                    "separate debug file found): load them with 'symbol-file FILE' or "
+                    "'add-symbol-file FILE', then retry")
     try:
         server = spawn(kernel, core, symbols, writable=writable)
     except LaunchError as e:
@@ -156,6 +165,7 @@ def _open(arg: str, from_tty: bool) -> None:
         msg = str(e)
         raise _Fail(msg if msg.startswith((core, kernel)) else f"{core}: {msg}") from None
     _state["server"] = server
+    _unwind_setup(kernel, symbols)
     try:
         gdb.execute("set dcache line-size 4096", to_string=True)
         gdb.execute("set dcache size 4096", to_string=True)
@@ -163,12 +173,17 @@ def _open(arg: str, from_tty: bool) -> None:
         _state["mem"] = _last_mem_region()
         gdb.execute(f"target remote {server.address}", to_string=True)
     except gdb.error as e:
-        _close()
-        raise _Fail(f"{core}: {_one_line(e)}") from None
+        if not _connected():
+            _close()
+            raise _Fail(f"{core}: {_one_line(e)}") from None
+        # connected, but the stop frame failed (a thread without registers)
     _print(_safe_query("unread"))
     panic = _safe_query("panic")
     _print(panic)
-    gdb.execute("frame")
+    try:
+        gdb.execute("frame")
+    except gdb.error as e:  # e.g. a dump without thread registers: memory still works
+        _print(f"kvm-open: no frame: {_one_line(e)}")
 
 
 def _set_tdesc(kernel: str) -> None:
@@ -190,10 +205,30 @@ def _drop_tdesc() -> None:
             pass
 
 
+def _exec_file() -> Optional[str]:
+    """gdb's exec file (``progspace.filename`` is the symbol file)."""
+    try:
+        out = gdb.execute("info files", to_string=True)
+    except gdb.error:
+        return None
+    m = re.search(r"Local exec file:\s*`(.*)', file type", out)
+    return m.group(1) if m else None
+
+
+def _same_file(a: Optional[str], b: str) -> bool:
+    return bool(a) and os.path.realpath(a) == os.path.realpath(b)  # type: ignore[arg-type]
+
+
 def _load_kernel(kernel: str, osabi_none: bool) -> None:
-    """``file KERNEL``, after ``set osabi none`` for x86 (gdb lacks FreeBSD/x86 there)."""
+    """``file KERNEL``, after ``set osabi none`` for x86 (gdb lacks FreeBSD/x86 there).
+
+    A symbol file loaded for KERNEL with ``symbol-file`` is kept (reloaded
+    when the OS ABI changes).
+    """
     loaded = gdb.current_progspace().filename
-    same = bool(loaded) and os.path.realpath(loaded) == os.path.realpath(kernel)
+    exe = _exec_file()
+    symfile = loaded if _same_file(exe, kernel) and not _same_file(loaded, kernel) else None
+    same = _same_file(loaded, kernel) or _same_file(exe, kernel)
     if osabi_none:
         current = gdb.execute("show osabi", to_string=True).splitlines()[0]
         if 'is "none"' not in current:
@@ -208,6 +243,8 @@ def _load_kernel(kernel: str, osabi_none: bool) -> None:
             gdb.execute("file", to_string=True)
             gdb.execute("symbol-file", to_string=True)
         gdb.execute(f"file {_quote(kernel)}", to_string=True)
+        if symfile:
+            gdb.execute(f"symbol-file {_quote(symfile)}", to_string=True)
     except gdb.error as e:
         raise _Fail(f"{kernel}: {_one_line(e)}") from None
     finally:
@@ -244,6 +281,7 @@ def _close(arg: str = "", from_tty: bool = False) -> None:
 
 
 def _shutdown() -> None:
+    _state["unwind"] = None
     server, _state["server"] = _state["server"], None
     if server is not None:
         server.close()
@@ -286,6 +324,142 @@ def _switch(kind: str, usage: str) -> Callable[[str, bool], None]:
     return run
 
 
+# -- frame unwinder -----------------------------------------------------------
+# The kernels usually carry no DWARF CFI: frames without debug info are
+# unwound by kvm_dbg's frame-pointer and trap-frame rules
+# (kvm_dbg.kstate.unwind.caller_registers); gdb only adapts registers and
+# memory.  Reads go to the server process over RSP, which is safe here.
+
+def _unwind_setup(kernel: str, symbols: dict) -> None:
+    from kvm_dbg.rsp.launch import arch_of_elf
+    from kvm_dbg.rsp.regs import regset_for
+    arch = arch_of_elf(kernel)
+    try:
+        rs = regset_for(arch or "")
+        with open(kernel, "rb") as f:
+            order = "big" if f.read(6)[5:6] == b"\x02" else "little"
+    except (KeyError, ValueError, OSError):
+        _state["unwind"] = None
+        return
+    names = {}
+    for r in rs.regs:
+        for n in (r.name,) + tuple(r.aliases):
+            names.setdefault(n, r.name)
+    _state["unwind"] = {"arch": arch, "names": names, "order": order,
+                        "symbols": dict(symbols), "trap_key": None, "types": {},
+                        "floors": {}}
+
+
+class _FrameId:
+    def __init__(self, sp: int, pc: int) -> None:
+        self.sp, self.pc = gdb.Value(sp), gdb.Value(pc)  # gdb 13 wants Values
+
+
+def _read_memory(addr: int, size: int) -> Optional[bytes]:
+    try:
+        return bytes(gdb.selected_inferior().read_memory(addr, size))
+    except (gdb.error, ValueError, OverflowError):
+        return None
+
+
+def _function_at(pc: int, arch: Any) -> Optional[tuple]:
+    """(name, start) of the symbol gdb shows for ``pc`` (no frame is touched)."""
+    fmt = getattr(gdb, "format_address", None)
+    if fmt is None:
+        return None
+    m = re.search(r"<([^+>]+)(?:\+(\d+))?>", fmt(pc, gdb.current_progspace(), arch))
+    return (m.group(1), pc - int(m.group(2) or 0)) if m else None
+
+
+def _has_debug_info(pc: int) -> bool:
+    """gdb's DWARF unwinder does better where there is debug info."""
+    block = gdb.current_progspace().block_for_pc(pc)
+    while block is not None and block.function is None:
+        block = block.superblock
+    return block is not None
+
+
+def _trap_key(u: dict, info: Any) -> str:
+    if u["trap_key"] is None:
+        from kvm_dbg.kstate import archdata
+        addr = u["symbols"].get("osreldate")
+        raw = _read_memory(addr, 4) if addr else None
+        rel = int.from_bytes(raw, u["order"]) if raw else None
+        u["trap_key"] = archdata.trap_layout_key(info, archdata.pcb_layout_key(info, rel))
+    return u["trap_key"]
+
+
+def _unwind(pf: Any, u: dict) -> Any:
+    from kvm_dbg.kstate import archdata
+    from kvm_dbg.kstate.unwind import caller_registers
+    info = archdata.arch_info(u["arch"])
+    if info is None:
+        return None
+    names, mask = u["names"], (1 << (info.width * 8)) - 1
+    regs = {}
+    for k in (info.pc, info.sp, info.fp):
+        if k:
+            try:
+                regs[k] = int(pf.read_register(names.get(k, k))) & mask
+            except (gdb.error, ValueError):
+                pass
+    pc = regs.get(info.pc)
+    if pc is None or _has_debug_info(pc):
+        return None
+    arch = pf.architecture()
+    caller = caller_registers(
+        info.name, regs, _read_memory, depth=pf.level(), byteorder=u["order"],
+        function_at=lambda p: _function_at(p, arch), lookup=u["symbols"].get,
+        trap_key=_trap_key(u, info))
+    # Frame ids never go below the callee's, or gdb would stop at kernel
+    # stack switches ("previous frame inner to this frame").
+    floors = u["floors"]
+    floor = floors.get(tuple(sorted(regs.items())), regs.get(info.sp, 0))
+    if caller is None:
+        # The chain ends: repeat this frame, which gdb stops at as "previous
+        # frame identical to this frame" (a Python unwinder cannot say outermost).
+        stack, caller = floor, regs
+    else:
+        stack = max(caller.get(info.sp, 0), floor)
+        if len(floors) > 100000:
+            floors.clear()
+        keys = (info.pc, info.sp, info.fp)
+        floors[tuple(sorted((k, v) for k, v in caller.items() if k in keys))] = stack
+    ui = pf.create_unwind_info(_FrameId(stack, pc))
+    for k, v in caller.items():
+        name = names.get(k)
+        if name is None:
+            continue
+        try:
+            rtype = u["types"].get(name) or pf.read_register(name).type
+            u["types"][name] = rtype
+            ui.add_saved_register(name, gdb.Value(v).cast(rtype))
+        except (gdb.error, ValueError):
+            pass
+    return ui
+
+
+def _make_unwinder() -> Any:
+    from gdb.unwinder import Unwinder  # type: ignore[import-not-found]
+
+    class KvmUnwinder(Unwinder):
+        """Frame-pointer and trap-frame unwinding for frames without DWARF."""
+
+        def __init__(self) -> None:
+            super().__init__("kvm_dbg")
+
+        def __call__(self, pending_frame: Any) -> Any:
+            u = _state["unwind"]
+            if u is None:
+                return None
+            try:
+                return _unwind(pending_frame, u)
+            except (gdb.error, ValueError, OverflowError):
+                return None
+
+    return KvmUnwinder()
+
+
 class _Command(gdb.Command):
     def __init__(self, name: str, fn: Callable[[str, bool], None], doc: str,
                  complete: int = gdb.COMPLETE_NONE) -> None:
@@ -303,9 +477,11 @@ def kvm() -> Any:
     server = _state["server"]
     if server is None:
         raise gdb.GdbError("kvm: no dump is open (use kvm-open [KERNEL] CORE)")
-    if _state["kvm"] is None:
-        import kvm_dbg
-        _state["kvm"] = kvm_dbg.open(server.kernel, server.core)
+    if _state["kvm"] is None:  # same resolver as the server: gdb's symbols
+        from kvm_dbg.rsp import open_dump
+        symfile = os.path.join(server.workdir, "symbols.json")
+        _state["kvm"] = open_dump(server.kernel, server.core,
+                                  symfile if os.path.isfile(symfile) else None)[0]
     return _state["kvm"]
 
 
@@ -336,6 +512,11 @@ prints the unread message buffer, the panic string and the crashed frame.
              "Select the first thread of a process: kvm-proc PID|PROC-ADDRESS.")
     _Command("kvm-tid", _switch("tid", "kvm-tid TID|THREAD-ADDRESS"),
              "Select a thread by kernel thread id: kvm-tid TID|THREAD-ADDRESS.")
+    try:
+        from gdb.unwinder import register_unwinder  # type: ignore[import-not-found]
+        register_unwinder(None, _make_unwinder(), replace=True)
+    except (ImportError, RuntimeError):
+        pass
     if hasattr(gdb.events, "gdb_exiting"):
         gdb.events.gdb_exiting.connect(_on_exit)
     import atexit

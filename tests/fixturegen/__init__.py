@@ -36,6 +36,11 @@ CASES: List[Tuple[str, str, int, Dict[str, object]]] = [
 ]
 
 
+# Generators of the other architectures (module per arch; each has its own CASES).
+OTHER_ARCHES = {"arm": "arm", "riscv": "riscv", "mips": "mips", "powerpc64": "ppc64",
+                "powerpc": "ppc64"}
+
+
 @dataclass
 class Probe:
     """Reading ``len(data)`` bytes at ``va`` must return exactly ``data``."""
@@ -91,6 +96,11 @@ class Manifest:
     full_size: int = 0
     npages: int = 0
     notes: Dict[str, object] = field(default_factory=dict)
+
+    @property
+    def kstate(self):
+        """kernelstate.KernelExpect when built with ``kstate=KernelSpec(...)``, else None."""
+        return self.notes.get("kstate")
 
 
 @dataclass
@@ -188,12 +198,22 @@ def build(arch: str, fmt: str = "minidump", version: int = 0, tmpdir: str = ".",
     negative = bytes cut from the end), truncate_pages (pages cut from the end),
     holes (bool: one mapped page left out of the bitmap), gap_page (bool: a kernel page
     in a dump_avail gap), real_kva (amd64: header kernbase 0xfffffe0000000000, 2047
-    pmap pages), hz, pattern ("addr"/"stamp"), msgbuf (bytes), dump_avail (pairs).
+    pmap pages), hz, pattern ("addr"/"stamp"), msgbuf (bytes), dump_avail (pairs),
+    kstate (kernelstate.KernelSpec: processes, threads, msgbuf... -> manifest.kstate).
     """
+    if arch in OTHER_ARCHES:     # arm, riscv, mips, powerpc: tests/fixturegen/<module>.py
+        import importlib
+        mod = importlib.import_module(f".{OTHER_ARCHES[arch]}", __name__)
+        return mod.build(arch, fmt, version or (2 if fmt == "minidump" else 0), tmpdir,
+                         dict(options))
     if fmt == "minidump" and not version:
         version = {"amd64": 3, "i386": 2, "arm64": 2}[arch]
     pr = PROFILES[arch](fmt, version, dict(options))
     m = pr.m
+    kst = None
+    if options.get("kstate") is not None:  # procs/threads/msgbuf/klds: kernelstate.py
+        from .kernelstate import install
+        kst = install(pr, fmt, version, options)
     os.makedirs(tmpdir, exist_ok=True)
     tag = f"{arch}-{fmt}{version if fmt == 'minidump' else ''}"
     kpath = os.path.join(tmpdir, f"kernel-{tag}")
@@ -203,6 +223,8 @@ def build(arch: str, fmt: str = "minidump", version: int = 0, tmpdir: str = ".",
         trunc = -int(options["truncate_pages"]) * m.page_size  # type: ignore[call-overload]
     write_kernel(m, kpath, pr.text_va, pr.data_va, pr.version, pr.bss_va, pr.bss_size,
                  pr.bss_syms, pr.abs_syms, phdrs=bool(options.get("phdrs", True)))
+    if kst is not None:
+        kst.write_kernel(kpath, pr)
     if fmt == "elf":
         lay: Union[MinidumpLayout, ElfCoreLayout] = write_elfcore(m, cpath, trunc)
     else:
