@@ -8,6 +8,7 @@ needed and a lookup is one dict access afterwards.
 
 from __future__ import annotations
 
+import bisect
 import errno
 import mmap
 import os
@@ -21,9 +22,9 @@ from .errors import KvmError, syserr
 # ELF constants used here.
 ET_EXEC, ET_DYN, ET_CORE = 2, 3, 4
 SHT_PROGBITS, SHT_SYMTAB, SHT_NOBITS = 1, 2, 8
-SHF_WRITE = 0x1
+SHF_WRITE, SHF_EXECINSTR = 0x1, 0x4
 SHN_UNDEF, SHN_ABS, SHN_COMMON = 0, 0xFFF1, 0xFFF2
-STT_FILE = 4
+STT_NOTYPE, STT_FUNC, STT_FILE = 0, 2, 4
 STB_GLOBAL, STB_WEAK = 1, 2
 
 # a.out nlist type codes (kvm_nlist's n_type).
@@ -97,7 +98,7 @@ class KernelImage:
             st = os.fstat(fd)
             if not os.path.isfile(path) or st.st_size == 0:
                 raise KvmError("kernel is not an ELF file", path=path)
-            self.size = st.st_size
+            self.file_size = st.st_size
             self._mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
         except (OSError, ValueError) as e:
             if isinstance(e, KvmError):
@@ -111,7 +112,8 @@ class KernelImage:
             self.close()
             raise KvmError(e.message, path=path) from None
         self._sections: Optional[List[Section]] = None
-        self._index: Optional[Dict[str, Tuple[int, int]]] = None
+        self._index: Optional[Dict[str, Tuple[int, int, int]]] = None
+        self._code: Optional[Tuple[List[int], List[Tuple[int, int, str]]]] = None
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -145,10 +147,13 @@ class KernelImage:
             raise KvmError(f"kernel: bad ELF section table ({e})", path=self.path) from None
 
     # -- symbols ----------------------------------------------------------
-    def _build_index(self) -> Dict[str, Tuple[int, int]]:
-        """name -> (value, nlist type) from the FIRST SHT_SYMTAB, as libc's nlist."""
+    def _build_index(self) -> Dict[str, Tuple[int, int, int]]:
+        """name -> (value, nlist type, size) from the FIRST SHT_SYMTAB, as libc's
+        nlist; also collects the code symbols for ``function_at``."""
         secs = self.sections
-        index: Dict[str, Tuple[int, int]] = {}
+        index: Dict[str, Tuple[int, int, int]] = {}
+        code: List[Tuple[int, int, str]] = []
+        self._code = ([], code)
         symtab = next((s for s in secs if s.type == SHT_SYMTAB), None)
         if symtab is None:
             return index
@@ -156,9 +161,10 @@ class KernelImage:
         if not (0 <= link < len(secs)):
             return index
         strtab = secs[link]
-        if not (0 <= strtab.offset <= self.size and strtab.offset + strtab.size <= self.size):
+        end = self.file_size
+        if not (0 <= strtab.offset <= end and strtab.offset + strtab.size <= end):
             raise KvmError("kernel: string table beyond end of file", path=self.path)
-        if not (0 <= symtab.offset and symtab.offset + symtab.size <= self.size):
+        if not (0 <= symtab.offset and symtab.offset + symtab.size <= self.file_size):
             raise KvmError("kernel: symbol table beyond end of file", path=self.path)
         strs = self._mm[strtab.offset:strtab.offset + strtab.size]
         e = "<" if self.ident.byteorder == "little" else ">"
@@ -169,18 +175,22 @@ class KernelImage:
         n = symtab.size // entsize
         data = self._mm[symtab.offset:symtab.offset + n * entsize]
         kinds = [_nlist_type(s) for s in secs]
+        exec_secs = {i for i, s in enumerate(secs) if s.flags & SHF_EXECINSTR}
         find = strs.find
         for ent in struct.iter_unpack(fmt, data):
             if self.ident.elfclass == 64:
-                name_off, info, _other, shndx, value, _size = ent
+                name_off, info, _other, shndx, value, symsize = ent
             else:
-                name_off, value, _size, info, _other, shndx = ent
+                name_off, value, symsize, info, _other, shndx = ent
             if name_off == 0 or name_off >= len(strs):
                 continue
             end = find(b"\0", name_off)
             if end < 0:
                 end = len(strs)
             name = strs[name_off:end].decode("latin-1")
+            stype = info & 0xF
+            if value and (stype == STT_FUNC or (stype == STT_NOTYPE and shndx in exec_secs)):
+                code.append((value, symsize, name))
             if name in index:
                 continue            # first match wins, as in libc's nlist
             if shndx in (SHN_UNDEF, SHN_COMMON):
@@ -193,10 +203,12 @@ class KernelImage:
                 t = N_UNDF
             if (info >> 4) in (STB_GLOBAL, STB_WEAK):
                 t |= N_EXT
-            index[name] = (value, t)
+            index[name] = (value, t, symsize)
+        code.sort()
+        self._code = ([c[0] for c in code], code)
         return index
 
-    def _symbols(self) -> Dict[str, Tuple[int, int]]:
+    def _symbols(self) -> Dict[str, Tuple[int, int, int]]:
         if self._index is None:
             with self._lock:
                 if self._index is None:
@@ -208,18 +220,43 @@ class KernelImage:
         hit = self._symbols().get(name)
         return None if hit is None else hit[0]
 
+    def size(self, name: str) -> Optional[int]:
+        """``st_size`` of a symbol (None if unknown or zero)."""
+        hit = self._symbols().get(name)
+        return (hit[2] or None) if hit else None
+
+    def function_at(self, pc: int) -> Optional[Tuple[str, int]]:
+        """(name, start) of the code symbol containing ``pc``: the nearest
+        below, bounded by its size when it has one."""
+        self._symbols()
+        starts, code = self._code
+        i = bisect.bisect_right(starts, pc) - 1
+        if i < 0:
+            return None
+        start, size, name = code[i]
+        if size and pc >= start + size:
+            return None
+        return name, start
+
     def nlist(self, name: str) -> Optional[Tuple[int, int]]:
         """(value, n_type) with libc nlist's leading-underscore rule, or None."""
         syms = self._symbols()
         hit = syms.get(name)
         if hit is None and name.startswith("_"):
             hit = syms.get(name[1:])
-        return hit
+        return None if hit is None else hit[:2]
 
     def symbols(self) -> Iterator[Tuple[str, int]]:
         """Every (name, address) pair of the symbol table."""
-        for name, (value, _t) in self._symbols().items():
+        for name, (value, _t, _s) in self._symbols().items():
             yield name, value
+
+    def symbol_file_bytes(self, name: str, maxlen: int) -> Optional[bytes]:
+        """Initial bytes of a data symbol as stored in the FILE (not the dump)."""
+        hit = self._symbols().get(name)
+        if hit is None:
+            return None
+        return self.file_bytes_at(hit[0], min(hit[2] or maxlen, maxlen))
 
     def file_bytes_at(self, vaddr: int, size: int) -> Optional[bytes]:
         """Bytes the kernel FILE holds for a virtual address (PROGBITS only)."""
@@ -227,7 +264,7 @@ class KernelImage:
             if s.type == SHT_PROGBITS and s.addr and s.addr <= vaddr < s.addr + s.size:
                 size = min(size, s.addr + s.size - vaddr)
                 off = s.offset + vaddr - s.addr
-                if 0 <= off and off + size <= self.size:
+                if 0 <= off and off + size <= self.file_size:
                     return self._mm[off:off + size]
         return None
 

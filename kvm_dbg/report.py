@@ -28,7 +28,7 @@ def symbolize(kd: Kvm, pc: int) -> str:
     """``function+0xoff`` for a code address, else the hex address."""
     from .kstate import ksyms
 
-    syms = ksyms.load(kd.kernel_path) if kd.kernel_path else None
+    syms = ksyms.for_kvm(kd)
     hit = syms.function_at(pc) if syms is not None else None
     if hit is None:
         return f"0x{pc:x}"
