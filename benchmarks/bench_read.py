@@ -6,6 +6,7 @@ Builds (once, cached) a minidump modelling a 64 GiB amd64 machine with
 the same file, and the process's peak resident memory.
 
     python benchmarks/bench_read.py [--dir DIR] [--dumped-gib 4] [--ram-gib 64]
+                                    [--arch amd64|arm64|riscv]
 """
 
 from __future__ import annotations
@@ -31,16 +32,25 @@ MiB = 1 << 20
 def build(args) -> tuple:
     """Kernel and core paths of the large fixture (built if missing) and its runs."""
     from fixturegen import build_large
+    from fixturegen.large import build_large_arch
 
-    d = Path(args.dir) / f"amd64-{args.ram_gib}g-{args.dumped_gib}g"
+    d = _fixture_dir(args)
     stamp = d / "done"
     if not stamp.exists():
         t = time.perf_counter()
-        fx = build_large(str(d), ram_gib=args.ram_gib, dumped_gib=args.dumped_gib)
+        if args.arch == "amd64":
+            fx = build_large(str(d), ram_gib=args.ram_gib, dumped_gib=args.dumped_gib)
+        else:
+            fx = build_large_arch(args.arch, str(d), ram_gib=args.ram_gib,
+                                  dumped_gib=args.dumped_gib)
         stamp.write_text(f"{fx.kernel_path}\n{fx.core_path}\n")
         print(f"built fixture in {time.perf_counter() - t:.1f} s")
     kernel, core = stamp.read_text().split()
     return kernel, core
+
+
+def _fixture_dir(args) -> Path:
+    return Path(args.dir) / f"{args.arch}-{args.ram_gib}g-{args.dumped_gib}g"
 
 
 def dumped_runs(kd) -> list:
@@ -60,7 +70,8 @@ def dumped_runs(kd) -> list:
     for a, b in runs:
         pa = idx.pa_of(a)
         if b - a > 16:
-            out.append((kd.backend.dmapbase + pa, (b - a) * idx.page))
+            dmap = kd.backend.dmapbase - getattr(kd.backend, "dmapphys", 0)
+            out.append((dmap + pa, (b - a) * idx.page))
     return out
 
 
@@ -85,12 +96,14 @@ def main() -> None:
     ap.add_argument("--dumped-gib", type=int, default=4)
     ap.add_argument("--reads", type=int, default=300_000)
     ap.add_argument("--bulk-mib", type=int, default=512)
+    ap.add_argument("--arch", choices=("amd64", "arm64", "riscv"), default="amd64")
     ap.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if not (Path(args.dir) / f"amd64-{args.ram_gib}g-{args.dumped_gib}g" / "done").exists():
+    if not args.build_only and not (_fixture_dir(args) / "done").exists():
         import subprocess  # build in a child so its memory does not count here
         subprocess.run([sys.executable, __file__, "--build-only", "--dir", args.dir,
-                        "--ram-gib", str(args.ram_gib), "--dumped-gib", str(args.dumped_gib)],
+                        "--ram-gib", str(args.ram_gib), "--dumped-gib", str(args.dumped_gib),
+                        "--arch", args.arch],
                        check=True)
     kernel, core = build(args)
     if args.build_only:
