@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Install what kvm_dbg needs on Debian 12 (idempotent): debuggers, yaml2obj,
-# pyelftools for the debuggers' own Python, and a project venv in .venv.
+# pyelftools for the debuggers' own Python, gcc/binutils (examples/build.py: the
+# example's rebuild test), and a project venv in .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PKGS=(gdb gdb-multiarch lldb-16 python3-lldb-16 python3-pyelftools llvm bzip2 python3-venv)
+APT_PKGS=(gdb gdb-multiarch lldb-16 python3-lldb-16 python3-pyelftools llvm bzip2 python3-venv
+          gcc binutils)
 missing=()
 for pkg in "${APT_PKGS[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
