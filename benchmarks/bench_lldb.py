@@ -24,6 +24,10 @@ from pathlib import Path
 import pexpect
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from kvm_dbg.debuggers import debugger_env  # noqa: E402
+
 PLUGIN = ROOT / "plugins" / "lldb" / "kvm_lldb.py"
 DATA = ROOT.parent / "shared" / "testdata" / "freebsd-lldb"
 PROMPT = r"\(lldb\) "
@@ -52,7 +56,7 @@ def timed(p: pexpect.spawn, line: str) -> tuple:
 
 
 def run_once(exe: str, kernel: str, core: str, lists: int) -> dict:
-    env = dict(os.environ, TERM="dumb")
+    env = debugger_env(dict(os.environ, TERM="dumb"))
     p = pexpect.spawn(exe, ["--no-lldbinit", "--no-use-colors"], env=env, encoding="utf-8",
                       timeout=300, echo=False, dimensions=(200, 400))
     p.delaybeforesend = None  # pexpect's default 50 ms pause would be timed too

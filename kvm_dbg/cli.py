@@ -17,7 +17,14 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from . import __version__, report
 from . import kvm as _kvm
 from .corefile import peek
-from .debuggers import crashdir_files, dump_number, gdb_argv, kernel_for_core, lldb_argv
+from .debuggers import (
+    crashdir_files,
+    debugger_env,
+    dump_number,
+    gdb_argv,
+    kernel_for_core,
+    lldb_argv,
+)
 from .errors import KvmError
 
 EXAMPLES = """examples:
@@ -177,7 +184,7 @@ def cmd_serve(args) -> Any:
 def _exec_debugger(argv: List[str]) -> None:
     sys.stdout.flush()
     try:
-        os.execvp(argv[0], argv)
+        os.execvpe(argv[0], argv, debugger_env())
     except OSError as e:
         raise KvmError(f"{argv[0]}: {os.strerror(e.errno or 2)}") from None
 
@@ -223,10 +230,13 @@ def _text_threads(rows: List[Dict[str, Any]]) -> str:
 
 
 def _text_ps(rows: List[Dict[str, Any]]) -> str:
-    out = [f"{'PID':>6} {'PPID':>6} {'STATE':<6} {'THR':>4} {'ADDRESS':>18}  COMM"]
+    out = [f"{'PID':>6} {'PPID':>6} {'STATE':<10} {'THR':>4} {'ADDRESS':>18}  COMM"]
     for p in rows:
-        out.append(f"{p['pid']:>6} {p['ppid'] if p['ppid'] is not None else '-':>6} "
-                   f"{p['state'] or '-':<6} {p['nthreads']:>4} {p['address']:>18}  {p['comm']}")
+        ppid = "-" if p["ppid"] is None else p["ppid"]
+        state = "-" if p["state"] is None else p["state"]
+        pid = "?" if p["pid"] is None else p["pid"]
+        out.append(f"{pid:>6} {ppid:>6} {state!s:<10} {p['nthreads']:>4} "
+                   f"{p['address']:>18}  {p['comm']}")
     return "\n".join(out)
 
 

@@ -41,7 +41,7 @@ class nlist:  # noqa: N801 - libkvm's name
 # -- error plumbing ---------------------------------------------------------
 
 def _is_soft(message: str) -> bool:
-    return message.startswith("invalid address")
+    return message.lower().startswith("invalid address")
 
 
 def _report(kd: Kvm, err: KvmError) -> None:

@@ -96,6 +96,19 @@ def lldb_binary() -> str:
     raise KvmError("lldb not found (install lldb, e.g. Debian's lldb-16)")
 
 
+def debugger_env(base: Optional[dict] = None) -> dict:
+    """Environment for starting gdb/lldb: the system ``python3`` first on PATH.
+
+    A debugger's embedded Python derives its prefix from the ``python3`` it
+    finds on PATH; with pyenv's (or a venv's) first, lldb-16 loads the wrong
+    standard library and loses the system site-packages (pyelftools)."""
+    env = dict(os.environ if base is None else base)
+    path = env.get("PATH", "")
+    if os.path.isdir("/usr/bin") and not path.startswith("/usr/bin:"):
+        env["PATH"] = "/usr/bin" + (os.pathsep + path if path else "")
+    return env
+
+
 def _quote(path: str) -> str:
     return '"' + path.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
