@@ -98,6 +98,21 @@ class MipsMinidump(MinidumpBackend):
         raise KvmError(f"{self.fn}: virtual address 0x{page:x} not minidumped",
                        errno=errno.EFAULT, address=va)
 
+    @untranslatable
+    def kvatop_run(self, va: int, size: int) -> Tuple[int, int]:
+        off, avail = self.kvatop(va)        # exact libkvm errors for the first page
+        for start, end, mask in self.segments:
+            if start <= va < end and size > avail:
+                pa = va & mask
+                avail = max(avail, self.index.run(pa, min(size, end - va, mask + 1 - pa)))
+        return off, avail
+
+    @property
+    def direct_map(self):
+        """KSEG0 (the segment the kernel image and its variables live in)."""
+        start, end, _mask = self.segments[-2]
+        return (start, end, 0, self.index.find)
+
     def walk_pages(self) -> Optional[Iterator[KvmPage]]:
         ro = self.ro_bit
         return (self.page(pa, va, 0, VM_PROT_READ | VM_PROT_EXECUTE |

@@ -71,6 +71,17 @@ class RiscvMinidump(MinidumpBackend):
             return self.phys_to_offset(va, pa)
         raise self.not_minidumped(va)
 
+    @untranslatable
+    def kvatop_run(self, va: int, size: int) -> Tuple[int, int]:
+        if self.dmapbase <= va < self.dmapend:
+            return self.dmap_run(va, va - self.dmapbase + self.dmapphys,
+                                 min(size, self.dmapend - va))
+        return self.kvatop(va)
+
+    @property
+    def direct_map(self):
+        return (self.dmapbase, self.dmapend, self.dmapphys, self.index.find)
+
     def walk_pages(self) -> Optional[Iterator[KvmPage]]:
         # dmap = dmapbase + pa (libkvm does not subtract dmapphys); the second,
         # direct-map pass of libkvm walks an empty local bitmap: nothing to add.
