@@ -112,3 +112,61 @@ def parse_thread_reply(text: str) -> ThreadRef:
     """Decode the server's answer to ``proc X`` / ``tid X``: ``RID TID NAME``."""
     words = text.strip().split(" ", 2)
     return ThreadRef(int(words[0], 16), int(words[1]), words[2] if len(words) > 2 else "")
+
+
+# -- kernel modules -------------------------------------------------------------
+
+class KldLoad(NamedTuple):
+    """A module's symbol file and the load address of each of its sections."""
+
+    name: str
+    address: int                  # the kld's base address
+    path: Optional[str]           # None when ``error`` is set
+    sections: Dict[str, int]      # section-table order, ``.text`` among them
+    error: Optional[str] = None
+
+
+def _kld_matches(kld_name: str, wanted: str) -> bool:
+    base = os.path.basename(wanted)
+    return kld_name in (base, base + ".ko")
+
+
+def kld_loads(kvm: Any, name: Optional[str] = None) -> List[KldLoad]:
+    """What ``add-symbol-file`` / ``target modules load`` need for the dump's
+    modules, located and relocated as kgdb does (threads.md §8).
+
+    NAME (``zfs.ko``, ``zfs`` or a path) picks one module: AdapterError if it
+    is not loaded or its file is missing or unusable.  Without NAME, such a
+    module comes back with ``error`` set.
+    """
+    from .errors import KvmError
+    from .kstate.klds import kld_sections, klds
+    mods = klds(kvm)
+    if name is not None:
+        mods = [k for k in mods if _kld_matches(k.name, name)]
+        if not mods:
+            raise AdapterError(f"{name}: Unable to find kld in kernel")
+    out = []
+    for k in mods:
+        try:
+            path, sections = kld_sections(kvm, k)
+        except KvmError as e:
+            if name is not None:
+                raise AdapterError(one_line(e)) from None
+            out.append(KldLoad(k.name, k.address, None, {}, one_line(e)))
+            continue
+        out.append(KldLoad(k.name, k.address, path, sections))
+    return out
+
+
+def close_dump(state: Dict[str, Any]) -> None:
+    """Stop ``state["server"]`` and close ``state["kvm"]``, setting both to None."""
+    server, state["server"] = state.get("server"), None
+    if server is not None:
+        server.close()
+    kvm, state["kvm"] = state.get("kvm"), None
+    if kvm is not None:
+        try:
+            kvm.close()
+        except Exception:  # closing a descriptor must not stop the shutdown
+            pass

@@ -1,12 +1,13 @@
-"""Loaded kernel modules from ``linker_files`` and how kgdb finds their files
-(threads.md §8)."""
+"""Loaded kernel modules from ``linker_files``, how kgdb finds their files and
+where it loads their sections (threads.md §8)."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from ..errors import KvmError
 from .ksyms import kernel_path
 from .memory import decode_text, lookup, read_cstring, read_ptr, warn
 from .offsets import kld_offsets
@@ -15,6 +16,7 @@ from .walk import follow
 MAX_KLDS = 4096
 MAX_PATH = 1024
 SUFFIXES = (".debug", ".symbols", "")
+SHF_ALLOC = 0x2
 
 
 @dataclass
@@ -82,3 +84,58 @@ def find_kld_file(filename: str, kernel: Optional[str] = None,
 def kld_file(kvm: Any, kld: Kld) -> Optional[str]:
     """The symbol file for a module of this dump, located like kgdb does."""
     return find_kld_file(kld.name, kernel_path(kvm), linker_path(kvm), kld.path)
+
+
+def _align_up(addr: int, align: int) -> int:
+    """BFD's ``align_power``: alignment rounded up to a power of two."""
+    a = 1 << (align - 1).bit_length() if align > 1 else 1
+    return (addr + a - 1) & -a
+
+
+def section_addresses(path: str, base: int) -> Dict[str, int]:
+    """``{section: load address}`` of module file PATH loaded at BASE, as kgdb's
+    ``load_kld`` computes them (threads.md §8.3): every allocated section
+    (SHF_ALLOC, empty ones included, as current gdb) in section-table
+    order; ``ET_EXEC``/``ET_DYN``: its address + BASE; else (``ET_REL``): placed
+    after the previous one from BASE, aligned to its ``sh_addralign``.
+    A name seen twice keeps its first address.  KvmError with kgdb's
+    messages if the file is unusable."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    try:
+        with open(path, "rb") as f:
+            try:
+                elf = ELFFile(f)
+                rel = elf.header["e_type"] not in ("ET_EXEC", "ET_DYN")
+                secs = [(s.name, s.header["sh_addr"], s.header["sh_size"],
+                         s.header["sh_addralign"]) for s in elf.iter_sections()
+                        if s.header["sh_flags"] & SHF_ALLOC]
+            except (ELFError, ValueError, KeyError, IndexError, TypeError, AttributeError,
+                    AssertionError, UnicodeDecodeError, OverflowError):
+                raise KvmError(f'"{path}": not an object file') from None
+    except OSError as e:
+        if isinstance(e, KvmError):
+            raise
+        raise KvmError(f'"{path}": can\'t open: {e.strerror or e}') from None
+    if ".text" not in (name for name, *_ in secs):
+        raise KvmError(f'"{path}": can\'t find text section')
+    out: Dict[str, int] = {}
+    cur = base
+    for name, addr, size, align in secs:
+        if rel:
+            cur = _align_up(cur, align)
+            addr, cur = cur, cur + size
+        else:
+            addr += base
+        out.setdefault(name, addr)
+    return out
+
+
+def kld_sections(kvm: Any, kld: Kld) -> Tuple[str, Dict[str, int]]:
+    """(symbol file, ``{section: load address}``) for a module of this dump,
+    as kgdb loads it; KvmError if the file is not found or unusable."""
+    path = kld_file(kvm, kld)
+    if path is None:
+        raise KvmError(f"{kld.name}: Unable to locate kld")
+    return path, section_addresses(path, kld.address)

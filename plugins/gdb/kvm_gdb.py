@@ -5,13 +5,14 @@ then:                   kvm-open [KERNEL] CORE
 
 Thin glue only: the dump is served by a ``python -m kvm_dbg.rsp`` child
 process that gdb talks to with ``target remote`` (never a thread inside gdb:
-gdb holds the GIL while waiting on the target).  Commands: kvm-open,
-kvm-close, kvm-info, kvm-ps, kvm-dmesg, kvm-proc, kvm-tid, kvm-kld.  Symbols
-come from gdb only (the server gets --no-elf-symbols).  A frame unwinder
-applies kvm_dbg's frame-pointer and trap-frame rules where gdb has no
-DWARF for a frame.  From
-gdb's ``python`` prompt, ``kvm_gdb.kvm()`` returns a read-only
-``kvm_dbg.Kvm`` on the same dump for scripting.
+gdb holds the GIL while waiting on the target); what is not gdb-specific is
+in ``kvm_dbg.adapter``.  Commands: kvm-open, kvm-close, kvm-info, kvm-ps,
+kvm-dmesg, kvm-proc, kvm-tid, kvm-kld (``kvm-kld load`` adds module symbols
+as kgdb does).  Symbols come from gdb only (the server gets
+--no-elf-symbols).  A frame unwinder applies kvm_dbg's frame-pointer and
+trap-frame rules where gdb has no DWARF for a frame.  From gdb's ``python``
+prompt, ``kvm_gdb.kvm()`` returns a read-only ``kvm_dbg.Kvm`` on the same
+dump for scripting.
 
 Finding kvm_dbg: the repository containing this file is put on sys.path,
 then $KVM_DBG_PATH (os.pathsep-separated) and the site-packages of
@@ -26,7 +27,7 @@ import glob
 import os
 import re
 import sys
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import gdb  # type: ignore[import-not-found]
 
@@ -49,29 +50,23 @@ def _setup_path() -> None:
 
 _setup_path()
 
-_state: dict = {"server": None, "kvm": None, "mem": None, "tdesc": None, "unwind": None}
+from kvm_dbg import adapter  # noqa: E402 (needs the path above)
 
-
-class _Fail(Exception):
-    """A command error: printed as one line, no traceback."""
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[0] if text else text
+_state: dict = {"server": None, "kvm": None, "mem": None, "tdesc": None, "unwind": None,
+                "klds": set()}
 
 
 def _guard(name: str, fn: Callable[[str, bool], None], arg: str, from_tty: bool) -> None:
     try:
         fn(arg, from_tty)
-    except _Fail as e:
+    except adapter.AdapterError as e:
         raise gdb.GdbError(f"{name}: {e}") from None
     except gdb.GdbError:
         raise
     except KeyboardInterrupt:
         raise gdb.GdbError(f"{name}: interrupted") from None
     except Exception as e:  # never a traceback in front of the user
-        raise gdb.GdbError(f"{name}: {_one_line(e)}") from None
+        raise gdb.GdbError(f"{name}: {adapter.one_line(e)}") from None
 
 
 def _connected() -> bool:
@@ -86,32 +81,21 @@ def _connected() -> bool:
 
 def _query(command: str) -> str:
     """Text of a server query, through ``maint packet`` (no memory access from Python)."""
-    from kvm_dbg.rsp.client import QueryError, run_query
     if not _connected():
-        raise _Fail("no dump is open (use kvm-open [KERNEL] CORE)")
+        raise adapter.AdapterError(adapter.NOT_OPEN)
 
     def send(packet: str) -> str:
         return gdb.execute(f"maint packet {packet}", to_string=True)
-
-    try:
-        return run_query(command, send)
-    except QueryError as e:
-        raise _Fail(str(e)) from None
+    return adapter.query(command, send)
 
 
 def _quote(path: str) -> str:
     return '"' + path.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _lookup_symbols(names: List[str]) -> dict:
-    """Addresses from gdb's own symbol tables (no target is connected yet)."""
-    table = {}
-    for name in names:
-        try:
-            table[name] = int(gdb.parse_and_eval(f"(unsigned long long)&{name}"))
-        except (gdb.error, RuntimeError, ValueError):
-            table[name] = None
-    return table
+def _lookup(name: str) -> int:
+    """An address from gdb's own symbol tables (no target is connected yet)."""
+    return int(gdb.parse_and_eval(f"(unsigned long long)&{name}"))
 
 
 def _print(text: str) -> None:
@@ -129,53 +113,41 @@ def _thread_for_rid(rid: int) -> Any:
 # -- commands ---------------------------------------------------------------
 
 def _open(arg: str, from_tty: bool) -> None:
-    from kvm_dbg.rsp.launch import LaunchError, needs_osabi_none, spawn
+    from kvm_dbg.rsp.launch import needs_osabi_none
     from kvm_dbg.rsp.symbols import resolver_symbols
     args = gdb.string_to_argv(arg)
-    writable = False
-    if args and args[0] in ("-w", "--writable"):
-        writable, args = True, args[1:]
-    if len(args) == 1:
-        kernel = _exec_file() or gdb.current_progspace().filename
-        if not kernel:
-            raise _Fail(f"{args[0]}: no kernel: use kvm-open KERNEL CORE or 'file KERNEL' first")
-        core = args[0]
-    elif len(args) == 2:
-        kernel, core = args
-    else:
-        raise _Fail("usage: kvm-open [-w] [KERNEL] CORE")
-    kernel, core = os.path.expanduser(kernel), os.path.expanduser(core)
-    if _state["server"] is not None:
-        raise _Fail(f"{core}: a dump is already open ({_state['server'].core}); kvm-close first")
-    for path in (kernel, core):
-        if not os.path.isfile(path):
-            raise _Fail(f"{path}: No such file or directory")
-    _set_tdesc(kernel)
-    _load_kernel(kernel, needs_osabi_none(kernel))
-    symbols = _lookup_symbols(resolver_symbols())
+    default_kernel = _exec_file() or gdb.current_progspace().filename
+    req = adapter.parse_open_args(args, default_kernel, "'file KERNEL' first")
+    if _state["server"] is not None and not _state["server"].alive:
+        _shutdown()             # the server died (killed, crashed): forget it, reopen
+    adapter.already_open(_state["server"], req)
+    adapter.check_files(req)
+    _set_tdesc(req.kernel)
+    _load_kernel(req.kernel, needs_osabi_none(req.kernel))
+    symbols = adapter.lookup_symbols(resolver_symbols(), _lookup)
     if not any(v is not None for v in symbols.values()):
         _drop_tdesc()
-        raise _Fail(f"{kernel}: gdb has no symbols for this kernel (no symbol table and no "
-                    "separate debug file found): load them with 'symbol-file FILE' or "
-                    "'add-symbol-file FILE', then retry")
+        raise adapter.AdapterError(
+            f"{req.kernel}: gdb has no symbols for this kernel (no symbol table and no "
+            "separate debug file found): load them with 'symbol-file FILE' or "
+            "'add-symbol-file FILE', then retry")
     try:
-        server = spawn(kernel, core, symbols, writable=writable)
-    except LaunchError as e:
+        server = adapter.start_server(req, symbols)
+    except adapter.AdapterError:
         _drop_tdesc()
-        msg = str(e)
-        raise _Fail(msg if msg.startswith((core, kernel)) else f"{core}: {msg}") from None
+        raise
     _state["server"] = server
-    _unwind_setup(kernel, symbols)
+    _unwind_setup(req.kernel, symbols)
     try:
         gdb.execute("set dcache line-size 4096", to_string=True)
         gdb.execute("set dcache size 4096", to_string=True)
-        gdb.execute(f"mem 0 0 {'rw' if writable else 'ro'} cache", to_string=True)
+        gdb.execute(f"mem 0 0 {'rw' if req.writable else 'ro'} cache", to_string=True)
         _state["mem"] = _last_mem_region()
         gdb.execute(f"target remote {server.address}", to_string=True)
     except gdb.error as e:
         if not _connected():
             _close()
-            raise _Fail(f"{core}: {_one_line(e)}") from None
+            raise adapter.AdapterError(f"{req.core}: {adapter.one_line(e)}") from None
         # connected, but the stop frame failed (a thread without registers)
     _print(_safe_query("unread"))
     panic = _safe_query("panic")
@@ -183,7 +155,7 @@ def _open(arg: str, from_tty: bool) -> None:
     try:
         gdb.execute("frame")
     except gdb.error as e:  # e.g. a dump without thread registers: memory still works
-        _print(f"kvm-open: no frame: {_one_line(e)}")
+        _print(f"kvm-open: no frame: {adapter.one_line(e)}")
 
 
 def _set_tdesc(kernel: str) -> None:
@@ -246,7 +218,7 @@ def _load_kernel(kernel: str, osabi_none: bool) -> None:
         if symfile:
             gdb.execute(f"symbol-file {_quote(symfile)}", to_string=True)
     except gdb.error as e:
-        raise _Fail(f"{kernel}: {_one_line(e)}") from None
+        raise adapter.AdapterError(f"{kernel}: {adapter.one_line(e)}") from None
     finally:
         gdb.execute(f"set confirm {'on' if confirm else 'off'}", to_string=True)
 
@@ -254,7 +226,7 @@ def _load_kernel(kernel: str, osabi_none: bool) -> None:
 def _safe_query(command: str) -> str:
     try:
         return _query(command)
-    except _Fail:
+    except adapter.AdapterError:
         return ""
 
 
@@ -271,7 +243,8 @@ def _last_mem_region() -> Optional[int]:
 def _close(arg: str = "", from_tty: bool = False) -> None:
     server = _state["server"]
     if server is None:
-        raise _Fail("no dump is open")
+        raise adapter.AdapterError("no dump is open")
+    _drop_klds()
     if _connected():
         try:
             gdb.execute("disconnect", to_string=True)
@@ -282,15 +255,7 @@ def _close(arg: str = "", from_tty: bool = False) -> None:
 
 def _shutdown() -> None:
     _state["unwind"] = None
-    server, _state["server"] = _state["server"], None
-    if server is not None:
-        server.close()
-    kvm, _state["kvm"] = _state["kvm"], None
-    if kvm is not None:
-        try:
-            kvm.close()
-        except Exception:
-            pass
+    adapter.close_dump(_state)
     _drop_tdesc()
     mem, _state["mem"] = _state["mem"], None
     if mem is not None:
@@ -300,28 +265,80 @@ def _shutdown() -> None:
             pass
 
 
-def _text_command(query: str) -> Callable[[str, bool], None]:
+def _text_command(name: str) -> Callable[[str, bool], None]:
     def run(arg: str, from_tty: bool) -> None:
         if arg.strip():
-            raise _Fail("this command takes no arguments")
-        _print(_query(query))
+            raise adapter.AdapterError("this command takes no arguments")
+        _print(_query(name))
     return run
 
 
 def _switch(kind: str, usage: str) -> Callable[[str, bool], None]:
     def run(arg: str, from_tty: bool) -> None:
         if not arg.strip():
-            raise _Fail(f"usage: {usage}")
+            raise adapter.AdapterError(f"usage: {usage}")
         try:
             value = int(gdb.parse_and_eval(arg))
         except gdb.error as e:
-            raise _Fail(_one_line(e)) from None
-        reply = _query(f"{kind} {value}").split()
-        th = _thread_for_rid(int(reply[0], 16))
+            raise adapter.AdapterError(adapter.one_line(e)) from None
+        ref = adapter.parse_thread_reply(_query(f"{kind} {value}"))
+        th = _thread_for_rid(ref.rid)
         if th is None:
-            raise _Fail(f"thread {reply[1]} is not known to gdb")
+            raise adapter.AdapterError(f"thread {ref.tid} is not known to gdb")
         gdb.execute(f"thread {th.num}")
     return run
+
+
+# -- kernel modules -------------------------------------------------------------
+
+KLD_USAGE = "usage: kvm-kld [load [NAME|all]]"
+
+
+def _kld(arg: str, from_tty: bool) -> None:
+    """``kvm-kld``: the module list; ``kvm-kld load [NAME|all]``: their symbols."""
+    args = gdb.string_to_argv(arg)
+    if not args:
+        _print(_query("kld"))
+        return
+    if args[0] != "load" or len(args) > 2:
+        raise adapter.AdapterError(KLD_USAGE)
+    if not _connected():
+        raise adapter.AdapterError(adapter.NOT_OPEN)
+    name = args[1] if len(args) == 2 and args[1] != "all" else None
+    loads = adapter.kld_loads(kvm(), name)
+    if not loads:
+        _print("no kernel modules")
+    for load in loads:
+        if load.path is None:
+            _print(f"kvm-kld: {load.error}")
+        elif load.path in _state["klds"]:
+            _print(f"{load.name}: symbols already loaded from {load.path}")
+        else:
+            _add_symbol_file(load.path, load.sections)
+
+
+def _add_symbol_file(path: str, sections: Dict[str, int]) -> None:
+    """``add-symbol-file PATH TEXT -s SECTION ADDR...`` (no confirmation asked)."""
+    args = [_quote(path), f"{sections['.text']:#x}"]
+    for name, addr in sections.items():
+        if name != ".text":
+            args += ["-s", name, f"{addr:#x}"]
+    try:
+        out = gdb.execute("add-symbol-file " + " ".join(args), to_string=True)
+    except gdb.error as e:
+        raise adapter.AdapterError(f"{path}: {adapter.one_line(e)}") from None
+    _state["klds"].add(path)
+    _print(out)
+
+
+def _drop_klds() -> None:
+    """Forget the module symbol files kvm-kld added (at kvm-close)."""
+    paths, _state["klds"] = _state["klds"], set()
+    for path in paths:
+        try:
+            gdb.execute(f"remove-symbol-file {_quote(path)}", to_string=True)
+        except gdb.error:
+            pass
 
 
 # -- frame unwinder -----------------------------------------------------------
@@ -476,12 +493,9 @@ def kvm() -> Any:
     """A read-only ``kvm_dbg.Kvm`` on the open dump, for scripting in gdb's Python."""
     server = _state["server"]
     if server is None:
-        raise gdb.GdbError("kvm: no dump is open (use kvm-open [KERNEL] CORE)")
+        raise gdb.GdbError(f"kvm: {adapter.NOT_OPEN}")
     if _state["kvm"] is None:  # same resolver as the server: gdb's symbols
-        from kvm_dbg.rsp import open_dump
-        symfile = os.path.join(server.workdir, "symbols.json")
-        _state["kvm"] = open_dump(server.kernel, server.core,
-                                  symfile if os.path.isfile(symfile) else None)[0]
+        _state["kvm"] = adapter.open_descriptor(server)
     return _state["kvm"]
 
 
@@ -507,7 +521,12 @@ prints the unread message buffer, the panic string and the crashed frame.
              "Summary of the open dump: architecture, version, panic string, crashed thread.")
     _Command("kvm-ps", _text_command("ps"), "List the processes of the dump.")
     _Command("kvm-dmesg", _text_command("dmesg"), "Print the kernel message buffer.")
-    _Command("kvm-kld", _text_command("kld"), "List the loaded kernel modules.")
+    _Command("kvm-kld", _kld, """List the loaded kernel modules, or load their symbols.
+
+kvm-kld lists them.  kvm-kld load [NAME|all] finds each module's file as kgdb
+does (NAME.debug, NAME.symbols, NAME next to the kernel, then in the dump's
+module path) and runs add-symbol-file with the section addresses kgdb computes
+from the module's load address.  NAME is e.g. zfs.ko or zfs.""", gdb.COMPLETE_NONE)
     _Command("kvm-proc", _switch("proc", "kvm-proc PID|PROC-ADDRESS"),
              "Select the first thread of a process: kvm-proc PID|PROC-ADDRESS.")
     _Command("kvm-tid", _switch("tid", "kvm-tid TID|THREAD-ADDRESS"),
