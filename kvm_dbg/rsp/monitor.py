@@ -7,13 +7,14 @@ the kernel-state layer may lack fields on old kernels.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Dict, List
 
 from .target import Target
 
 HELP = """kvm_dbg monitor commands:
   info          dump summary: architecture, kernel, version, panic string
-  ps            processes (pid, comm, threads)
+  ps            processes (pid, ppid, state, threads, comm)
   threads       threads (tid, pid, cpu, name)
   dmesg         the whole kernel message buffer
   unread        the unread portion of the message buffer (as kgdb prints it)
@@ -21,6 +22,10 @@ HELP = """kvm_dbg monitor commands:
   kld           loaded kernel modules
   proc PID|ADDR the thread id of a process's first thread
   tid TID|ADDR  the thread id of a thread (checks it exists)
+  unwind-elf [LO-HI]...
+                write the unwind module (kvm_dbg.unwindinfo) for the pcs of all
+                threads outside the hex address ranges; prints how many pcs
+                and the file's path (in a directory private to the server)
   help          this text
 """
 
@@ -90,14 +95,14 @@ def cmd_ps(target: Target, _args: List[str]) -> str:
         procs = list(target.kvm.procs())
     except Exception as e:
         raise MonitorError(f"cannot list processes: {e}") from None
-    out = [f"{'PID':>6} {'PPID':>6} {'STATE':<6} {'THR':>4} {'ADDRESS':>18}  COMM"]
+    out = [f"{'PID':>6} {'PPID':>6} {'STATE':<10} {'THR':>4} {'ADDRESS':>18}  COMM"]
     for p in procs:
         nthr = _get(p, "nthreads", "numthreads")
         if nthr is None:
             thr = _get(p, "threads")
             nthr = len(thr) if isinstance(thr, (list, tuple)) else ""
         out.append(f"{_get(p, 'pid', default='?'):>6} {_get(p, 'ppid', default='-'):>6} "
-                   f"{str(_get(p, 'state', default='-')):<6} {nthr:>4} "
+                   f"{str(_get(p, 'state', default='-')):<10} {nthr:>4} "
                    f"{_hex(_get(p, 'address', 'addr', 'paddr', default='-')):>18}  "
                    f"{_get(p, 'comm', 'name', default='?')}")
     return "\n".join(out) + "\n"
@@ -186,10 +191,44 @@ def cmd_tid(target: Target, args: List[str]) -> str:
     return f"{t.rid:x} {t.tid} {t.name}\n"
 
 
+def cmd_unwind_elf(target: Target, args: List[str]) -> str:
+    """Write the unwind module into a directory private to this server (a
+    client never chooses where the server writes) and answer ``N PATH``."""
+    from ..unwindinfo import write_unwind_elf
+    try:
+        ranges = [tuple(int(x, 16) for x in a.split("-", 1)) for a in args]
+    except ValueError:
+        ranges = None
+    if ranges is None or any(len(r) != 2 for r in ranges):
+        raise MonitorError("usage: unwind-elf [LO-HI]...")
+    path = os.path.join(_private_dir(), "kernel.unwind")
+    try:
+        n = write_unwind_elf(target.kvm, path,
+                             skip=lambda pc: any(lo <= pc < hi for lo, hi in ranges))
+    except OSError as e:
+        raise MonitorError(f"{path}: {e.strerror or e}") from None
+    return f"{n} {path}\n"
+
+
+_PRIVATE: List[str] = []
+
+
+def _private_dir() -> str:
+    """A 0700 temporary directory owned by this server, removed at exit."""
+    if not _PRIVATE:
+        import atexit
+        import shutil
+        import tempfile
+        d = tempfile.mkdtemp(prefix="kvm_dbg-srv-")
+        atexit.register(shutil.rmtree, d, True)
+        _PRIVATE.append(d)
+    return _PRIVATE[0]
+
+
 COMMANDS: Dict[str, Callable[[Target, List[str]], str]] = {
     "info": cmd_info, "ps": cmd_ps, "threads": cmd_threads, "dmesg": cmd_dmesg,
     "unread": cmd_unread, "panic": cmd_panic, "kld": cmd_kld, "proc": cmd_proc, "tid": cmd_tid,
-    "help": lambda _t, _a: HELP,
+    "unwind-elf": cmd_unwind_elf, "help": lambda _t, _a: HELP,
 }
 
 

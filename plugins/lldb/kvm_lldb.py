@@ -60,7 +60,8 @@ from kvm_dbg.adapter import (  # noqa: E402 (needs the path above)
 )
 
 # Survives a second `command script import` (which reloads this module).
-_state: dict = globals().get("_state") or {"server": None, "kvm": None, "target": None}
+_state: dict = globals().get("_state") or {"server": None, "kvm": None, "target": None,
+                                          "unwind": None}
 
 
 # -- lldb helpers -------------------------------------------------------------
@@ -182,6 +183,38 @@ def _ensure_loaded(debugger: Any, target: Any, kernel: str) -> None:
             return
 
 
+def _loaded_ranges(target: Any) -> List[str]:
+    """``LO-HI`` (hex) of every loaded section of the target's modules."""
+    out: List[str] = []
+
+    def walk(section: Any) -> None:
+        load, size = section.GetLoadAddress(target), section.GetByteSize()
+        if load != lldb.LLDB_INVALID_ADDRESS and size:
+            out.append(f"{load:x}-{load + size:x}")
+        for i in range(section.GetNumSubSections()):
+            walk(section.GetSubSectionAtIndex(i))
+
+    for module in target.module_iter():
+        for section in module.section_iter():
+            walk(section)
+    return out
+
+
+def _load_unwind_module(debugger: Any, target: Any, kernel: str) -> None:
+    """Give lldb the library's unwind rules for the pcs no loaded module covers: the
+    server writes an ELF of code ranges, symbols and .eh_frame (kvm_dbg.unwindinfo)."""
+    ranges = " ".join(_loaded_ranges(target))
+    answer = _query(debugger, f"unwind-elf {ranges}").split(None, 1)
+    if len(answer) != 2 or not int(answer[0]):
+        return
+    path = answer[1].strip()
+    module = target.AddModule(path, None, None)
+    if not module.IsValid():
+        return
+    _state["unwind"] = module
+    _run(debugger, f"target modules load --file {shlex.quote(path)} --slide 0", target)
+
+
 def _select_crashed(proc: Any) -> None:
     for th in proc:
         if th.GetStopReason() not in (lldb.eStopReasonNone, lldb.eStopReasonInvalid):
@@ -210,6 +243,10 @@ def _open(debugger: Any, args: List[str], out: List[str]) -> None:
         if not proc.IsValid() or not proc.GetNumThreads():
             raise AdapterError("the debugger could not connect to the server")
         _ensure_loaded(debugger, target, req.kernel)
+        try:
+            _load_unwind_module(debugger, target, req.kernel)
+        except Exception:  # lldb's own unwinding still works without it
+            pass
         _select_crashed(proc)
     except Exception as e:  # leave nothing running behind a failed open
         _shutdown()
@@ -233,7 +270,10 @@ def _close(debugger: Any, args: List[str], out: List[str]) -> None:
 
 def _shutdown() -> None:
     server, _state["server"] = _state["server"], None
-    _state["target"] = None
+    target, _state["target"] = _state["target"], None
+    module, _state["unwind"] = _state.get("unwind"), None
+    if module is not None and target is not None and target.IsValid():
+        target.RemoveModule(module)
     if server is not None:
         server.close()
     kvm_, _state["kvm"] = _state["kvm"], None
