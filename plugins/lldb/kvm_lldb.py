@@ -50,6 +50,7 @@ from kvm_dbg.adapter import (  # noqa: E402 (needs the path above)
     AdapterError,
     already_open,
     check_files,
+    kld_loads,
     lookup_symbols,
     one_line,
     open_descriptor,
@@ -272,8 +273,10 @@ def _shutdown() -> None:
     server, _state["server"] = _state["server"], None
     target, _state["target"] = _state["target"], None
     module, _state["unwind"] = _state.get("unwind"), None
-    if module is not None and target is not None and target.IsValid():
-        target.RemoveModule(module)
+    modules = list(_state.pop("klds", {}).values()) + ([module] if module is not None else [])
+    if target is not None and target.IsValid():
+        for m in modules:
+            target.RemoveModule(m)
     if server is not None:
         server.close()
     kvm_, _state["kvm"] = _state["kvm"], None
@@ -304,6 +307,36 @@ def _number(debugger: Any, text: str) -> int:
     if not value.GetError().Success():
         raise AdapterError(_lldb_error(value.GetError().GetCString(), text))
     return value.GetValueAsUnsigned()
+
+
+def _kld(debugger: Any, args: List[str], out: List[str]) -> None:
+    """``kvm-kld`` lists modules; ``kvm-kld load [NAME|all]`` adds their symbol
+    files at kgdb's section addresses (kvm_dbg.adapter.kld_loads)."""
+    if not args:
+        out.append(_query(debugger, "kld"))
+        return
+    if args[0] != "load" or len(args) > 2:
+        raise AdapterError("usage: kvm-kld [load [NAME|all]]")
+    target = _state["target"]
+    if _state["server"] is None or target is None:
+        raise AdapterError(NOT_OPEN)
+    name = None if len(args) == 1 or args[1] == "all" else args[1]
+    added = _state.setdefault("klds", {})
+    for load in kld_loads(kvm(), name):
+        if load.error:
+            out.append(f"{load.name}: {load.error}")
+            continue
+        if load.path in added:
+            continue
+        module = target.AddModule(load.path, None, None)
+        if not module.IsValid():
+            out.append(f"{load.name}: lldb cannot load {load.path}")
+            continue
+        pairs = " ".join(f"{shlex.quote(sec)} 0x{addr:x}"
+                         for sec, addr in load.sections.items())
+        _run(debugger, f"target modules load --file {shlex.quote(load.path)} {pairs}", target)
+        added[load.path] = module
+        out.append(f"add symbol table from file \"{load.path}\" at 0x{load.address:x}")
 
 
 def _switch(kind: str, usage: str) -> Callable[[Any, List[str], List[str]], None]:
@@ -382,7 +415,9 @@ COMMANDS = [
     _command("kvm-ps", _text_command("ps"), "kvm-ps", "List the processes of the dump."),
     _command("kvm-dmesg", _text_command("dmesg"), "kvm-dmesg",
              "Print the kernel message buffer."),
-    _command("kvm-kld", _text_command("kld"), "kvm-kld", "List the loaded kernel modules."),
+    _command("kvm-kld", _kld, "kvm-kld [load [NAME|all]]", "List the loaded kernel modules.",
+             "With 'load', add the module's symbol file (found next to the kernel or in\n"
+             "the kernel's module path, as kgdb does) at its sections' load addresses."),
     _command("kvm-proc", _switch("proc", "kvm-proc PID|PROC-ADDRESS"),
              "kvm-proc PID|PROC-ADDRESS", "Select the first thread of a process."),
     _command("kvm-tid", _switch("tid", "kvm-tid TID|THREAD-ADDRESS"),
