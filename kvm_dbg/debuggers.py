@@ -97,12 +97,17 @@ def lldb_binary() -> str:
 
 
 def debugger_env(base: Optional[dict] = None) -> dict:
-    """Environment for starting gdb/lldb: the system ``python3`` first on PATH.
+    """Environment for starting gdb/lldb: the system ``python3`` first on PATH,
+    and ``$KVM_DBG_PATH`` naming this kvm_dbg installation for the plugins.
 
     A debugger's embedded Python derives its prefix from the ``python3`` it
     finds on PATH; with pyenv's (or a venv's) first, lldb-16 loads the wrong
     standard library and loses the system site-packages (pyelftools)."""
     env = dict(os.environ if base is None else base)
+    here = str(Path(__file__).resolve().parents[1])     # where this kvm_dbg lives
+    paths = [p for p in env.get("KVM_DBG_PATH", "").split(os.pathsep) if p]
+    if here not in paths:
+        env["KVM_DBG_PATH"] = os.pathsep.join([here] + paths)
     path = env.get("PATH", "")
     if os.path.isdir("/usr/bin") and not path.startswith("/usr/bin:"):
         env["PATH"] = "/usr/bin" + (os.pathsep + path if path else "")

@@ -60,6 +60,20 @@ def test_wheel_installs_and_runs_outside_the_repo(wheel_env, tmp_path):
         assert path.startswith(str(env_dir)) and os.path.isfile(path), path
 
 
+@pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb not installed")
+def test_installed_gdb_plugin_finds_the_installed_package(wheel_env, tmp_path):
+    """The plugin copy a wheel installs finds kvm_dbg in its own prefix, with no
+    environment help (no KVM_DBG_PATH, no VIRTUAL_ENV), from gdb's Python."""
+    _tmp, py, env_dir = wheel_env
+    plugin = sh(py, "-c", "from kvm_dbg.debuggers import plugin_path; "
+                "print(plugin_path('gdb'))", cwd=tmp_path).strip()
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    out = sh("gdb", "-batch", "-nx", "-ex", f"source {plugin}", "-ex",
+             "python import kvm_dbg; print('KVM_DBG', kvm_dbg.__file__)", cwd=tmp_path, env=env)
+    line = next(ln for ln in out.splitlines() if ln.startswith("KVM_DBG "))
+    assert line.split(" ", 1)[1].startswith(str(env_dir)), out
+
+
 def test_readme_commands_match_the_scripts():
     readme = (ROOT / "README.md").read_text()
     blocks = re.findall(r"^    (bash scripts/\S+)$", readme, re.M)

@@ -9,38 +9,29 @@ kvm-open, kvm-close, kvm-info, kvm-ps, kvm-dmesg, kvm-proc, kvm-tid, kvm-kld.
 From lldb's ``script`` prompt or a ``command script`` file,
 ``kvm_lldb.kvm()`` returns a read-only ``kvm_dbg.Kvm`` on the same dump.
 
-Finding kvm_dbg: the repository containing this file is put on sys.path,
-then $KVM_DBG_PATH (os.pathsep-separated) and the site-packages of
-$KVM_DBG_VENV (or $VIRTUAL_ENV).  pyelftools comes from the system
-(Debian: python3-pyelftools) or that venv.  $KVM_DBG_PYTHON picks the
+Finding kvm_dbg: see plugins/kvm_path.py.  $KVM_DBG_PYTHON picks the
 interpreter that runs the server.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 import shlex
-import sys
 from typing import Any, Callable, List, Optional
 
 import lldb  # type: ignore[import-not-found]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-_ROOT = os.path.dirname(os.path.dirname(_HERE))
 
 
 def _setup_path() -> None:
-    extra: List[str] = [_ROOT]
-    extra += [p for p in os.environ.get("KVM_DBG_PATH", "").split(os.pathsep) if p]
-    venv = os.environ.get("KVM_DBG_VENV") or os.environ.get("VIRTUAL_ENV")
-    if venv:
-        v = sys.version_info
-        extra += glob.glob(os.path.join(venv, "lib", f"python{v.major}.{v.minor}",
-                                        "site-packages"))
-    for p in reversed(extra):
-        if p not in sys.path:
-            sys.path.insert(0, p)
+    """Run plugins/kvm_path.py (shared by both adapters) to find kvm_dbg."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "kvm_dbg_plugin_path", os.path.join(os.path.dirname(_HERE), "kvm_path.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.setup(_HERE)
 
 
 _setup_path()
