@@ -85,7 +85,7 @@ def report(name: str, gdb: str, kernel: str, core: str, repeat: int,
 
 def large_dump(bench_dir: str) -> Optional[tuple]:
     from bench_read import build
-    args = argparse.Namespace(dir=bench_dir, ram_gib=64, dumped_gib=4)
+    args = argparse.Namespace(dir=bench_dir, ram_gib=64, dumped_gib=4, arch="amd64")
     return build(args)
 
 

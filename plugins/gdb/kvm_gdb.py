@@ -413,13 +413,31 @@ def _unwind(pf: Any, u: dict) -> Any:
             except (gdb.error, ValueError):
                 pass
     pc = regs.get(info.pc)
-    if pc is None or _has_debug_info(pc):
+    # Symbol facts per pc are cached (threads share pcs: sched_switch...) until
+    # the set of symbol files changes (kvm-kld load, symbol-file).
+    cache = u.setdefault("pc_cache", {})
+    generation = len(gdb.objfiles())
+    if cache.get("generation") != generation or len(cache) > 100000:
+        cache.clear()
+        cache["generation"] = generation
+    if pc is None:
+        return None
+    debug = cache.get(("dbg", pc))
+    if debug is None:
+        debug = cache[("dbg", pc)] = _has_debug_info(pc)
+    if debug:
         return None
     arch = pf.architecture()
+
+    def function_at(p: int) -> Optional[tuple]:
+        key = ("fn", p)
+        if key not in cache:
+            cache[key] = _function_at(p, arch)
+        return cache[key]
+
     caller = caller_registers(
         info.name, regs, _read_memory, depth=pf.level(), byteorder=u["order"],
-        function_at=lambda p: _function_at(p, arch), lookup=u["symbols"].get,
-        trap_key=_trap_key(u, info))
+        function_at=function_at, lookup=u["symbols"].get, trap_key=_trap_key(u, info))
     # Frame ids never go below the callee's, or gdb would stop at kernel
     # stack switches ("previous frame inner to this frame").
     floors = u["floors"]
