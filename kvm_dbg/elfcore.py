@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import bisect
 import struct
-from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 from .corefile import CoreFile
 from .elfkernel import ET_CORE, ElfIdent, read_ident
 from .errors import KvmError
 
 PT_LOAD = 1
+PT_LOOS = 0x60000000
 _MAX_PHDRS = 65536
 
 
-@dataclass(frozen=True)
-class Segment:
+class Segment(NamedTuple):
+    """One program header (a tuple: 65535 of them must parse quickly)."""
+
     type: int
     offset: int
     vaddr: int
@@ -52,14 +53,18 @@ def read_phdrs(core: CoreFile, kernel: ElfIdent, base: int = 0) -> Tuple[ElfIden
         raise KvmError("invalid core: bad program header table", path=core.path)
     if not core.has(base + phoff, phentsize * phnum):
         raise KvmError("invalid core: program headers beyond end of file", path=core.path)
-    segs = []
-    for i in range(phnum):
-        raw = struct.unpack_from(fmt, core.mm, base + phoff + i * phentsize)
-        if ident.elfclass == 64:
-            ptype, _flags, off, vaddr, paddr, filesz, memsz, _align = raw
-        else:
-            ptype, off, vaddr, paddr, filesz, memsz, _flags, _align = raw
-        segs.append(Segment(ptype, off + base, vaddr, paddr, filesz, memsz))
+    start = base + phoff
+    if phentsize == need:
+        raws = struct.iter_unpack(fmt, core.mm[start:start + phnum * need])
+    else:
+        raws = (struct.unpack_from(fmt, core.mm, start + i * phentsize) for i in range(phnum))
+    # Only PT_LOAD and OS-specific entries (arm's PT_DUMP_DELTA) are ever used.
+    if ident.elfclass == 64:
+        segs = [Segment(t, off + base, va, pa, fs, ms) for t, _f, off, va, pa, fs, ms, _a in raws
+                if t == PT_LOAD or t >= PT_LOOS]
+    else:
+        segs = [Segment(t, off + base, va, pa, fs, ms) for t, off, va, pa, fs, ms, _f, _a in raws
+                if t == PT_LOAD or t >= PT_LOOS]
     return ident, segs
 
 

@@ -28,6 +28,8 @@ except AttributeError:  # pragma: no cover - Python 3.9 (macOS lldb)
 HeaderFields = Sequence[Tuple[str, int, str]]
 
 _MAX_RANGES = 1024   # dump_avail pairs we accept; the kernel's array is far smaller
+_BLOCK_SHIFT = 13
+_BLOCK = 1 << _BLOCK_SHIFT   # bitmap words per lazily built rank block
 
 
 def round_up(n: int, p: int) -> int:
@@ -94,7 +96,10 @@ class PhysIndex:
     Bit *i* of the bitmap says whether page-index *i* is in the dump; its
     data lives at ``sparse + rank(i) * page``.  ``rank`` is O(1): a
     cumulative popcount per bitmap word plus one popcount of the partial
-    word (no Python loop over pages at read time).
+    word (no Python loop over pages at read time).  The per-word counts are
+    built lazily, one block of ``_BLOCK`` words at a time, on top of block
+    totals counted in C at open: opening costs O(bitmap / 64 KiB) whatever
+    size the header claims.
     """
 
     def __init__(self, core: CoreFile, page: int, ranges: Sequence[Tuple[int, int]],
@@ -122,20 +127,45 @@ class PhysIndex:
             count = ((end + page - 1) >> self.pshift) - first
             self.ranges.append((first, count, adj))
             adj += count
-        # Cumulative popcount before each bitmap word: rank is then one array
-        # lookup plus one popcount (array building runs in C: map/accumulate).
         wb = self.word_bytes
         nwords = bitmap_size // wb
+        self.nwords = nwords
         self.nbits = nwords * wb * 8
         self._wfmt = ("<" if order == "little" else ">") + {4: "I", 8: "Q"}[wb]
-        words = core.mm[bitmap_off:bitmap_off + nwords * wb]
-        counts = map(_popcount, (w for (w,) in struct.iter_unpack(self._wfmt, words)))
-        self.cum = array("Q", [0])
-        self.cum.extend(accumulate(counts))
-        del words
-        self.npages = self.cum[-1]
+        # Set bits before each block (one big-integer popcount per block).
+        step = _BLOCK * wb
+        mm, end = core.mm, bitmap_off + nwords * wb
+        totals = array("Q", [0])
+        for pos in range(bitmap_off, end, step):
+            totals.append(totals[-1] + _popcount(int.from_bytes(mm[pos:min(pos + step, end)],
+                                                                "little")))
+        self._totals = totals
+        self._blocks: List[Optional[array]] = [None] * (len(totals) - 1)
+        self.npages = totals[-1]
         self._wshift = (wb * 8).bit_length() - 1
         self.find = self._make_find()
+
+    def _block(self, bi: int) -> array:
+        """Cumulative popcount before each word of block ``bi`` (built once)."""
+        blk = self._blocks[bi]
+        if blk is None:
+            wb = self.word_bytes
+            lo = self.bitmap_off + bi * _BLOCK * wb
+            hi = min(lo + _BLOCK * wb, self.bitmap_off + self.nwords * wb)
+            counts = map(_popcount, (w for (w,) in struct.iter_unpack(self._wfmt,
+                                                                       self.mm[lo:hi])))
+            blk = array("Q", accumulate(counts, initial=self._totals[bi]))
+            self._blocks[bi] = blk
+        return blk
+
+    @property
+    def cum(self) -> array:
+        """Set bits before each bitmap word (the whole array; for inspection)."""
+        out = array("Q")
+        for bi in range(len(self._blocks)):
+            out.extend(self._block(bi)[:-1])
+        out.append(self.npages)
+        return out
 
     def bit_of(self, pa: int) -> Optional[int]:
         """The bitmap index of a physical address, or None outside dump_avail."""
@@ -173,7 +203,8 @@ class PhysIndex:
         b = bit & ((1 << sh) - 1)
         if not word >> b & 1:
             return None
-        off = self.sparse + (self.cum[wi] + _popcount(word & ((1 << b) - 1))) * self.page
+        rank = self._block(wi >> _BLOCK_SHIFT)[wi & (_BLOCK - 1)]
+        off = self.sparse + (rank + _popcount(word & ((1 << b) - 1))) * self.page
         if off >= self.core.size:
             return None          # truncated dump: the page never made it to disk
         return off
@@ -182,7 +213,9 @@ class PhysIndex:
         """Build ``find`` as a closure over locals: it is the hot path of every
         uncached read, so no attribute lookups and no helper calls."""
         unpack = struct.Struct(self._wfmt).unpack_from
-        mm, cum, base, sparse, size = self.mm, self.cum, self.bitmap_off, self.sparse, self.size
+        mm, base, sparse, size = self.mm, self.bitmap_off, self.sparse, self.size
+        blocks, block = self._blocks, self._block
+        bshift, bmask_w = _BLOCK_SHIFT, _BLOCK - 1
         page, pshift, nbits = self.page, self.pshift, self.nbits
         sh = self._wshift
         bmask = (1 << sh) - 1
@@ -205,7 +238,10 @@ class PhysIndex:
             b = bit & bmask
             if not word >> b & 1:
                 return None
-            off = sparse + (cum[wi] + popcount(word & ((1 << b) - 1))) * page
+            blk = blocks[wi >> bshift]
+            if blk is None:
+                blk = block(wi >> bshift)
+            off = sparse + (blk[wi & bmask_w] + popcount(word & ((1 << b) - 1))) * page
             if off >= size:
                 return None          # truncated dump: the page never made it to disk
             return off + (pa & pmask)

@@ -125,28 +125,23 @@ class Amd64Minidump(MinidumpBackend):
         return self._walk()
 
     def _walk(self) -> Iterator[KvmPage]:
-        seen = bytearray((self.index.nbits + 7) // 8)
+        # Pages reached through the kernel map, then the same pages through the
+        # direct map (libkvm's second pass).  A set, not a bitmap-sized array:
+        # memory follows the pages found, not the size the header claims.
+        seen = set()
+        nbits = self.index.nbits
         for va, pa, size, e in self.pt.leaves():
             off = self.index.find(pa)
             yield self.page(pa, va, self.dmapbase + pa, _prot(e), size, off)
             bit = self.index.bit_of(pa)
-            if bit is not None and bit < self.index.nbits:
-                seen[bit >> 3] |= 1 << (bit & 7)
-        zero = bytes(4096)
-        for chunk in range(0, len(seen), 4096):
-            block = seen[chunk:chunk + 4096]
-            if block == zero[:len(block)]:
-                continue
-            for byte_i, byte in enumerate(block, chunk):
-                while byte:
-                    low = byte & -byte
-                    bit = byte_i * 8 + low.bit_length() - 1
-                    byte ^= low
-                    pa = self.index.pa_of(bit)
-                    if pa is None or self.dmapbase + pa + 4096 > self.dmapend:
-                        return
-                    yield self.page(pa, 0, self.dmapbase + pa, VM_PROT_READ | VM_PROT_WRITE,
-                                    4096, self.index.find(pa))
+            if bit is not None and bit < nbits:
+                seen.add(bit)
+        for bit in sorted(seen):
+            pa = self.index.pa_of(bit)
+            if pa is None or self.dmapbase + pa + 4096 > self.dmapend:
+                return
+            yield self.page(pa, 0, self.dmapbase + pa, VM_PROT_READ | VM_PROT_WRITE, 4096,
+                            self.index.find(pa))
 
 
 class Amd64Elf(Backend):
