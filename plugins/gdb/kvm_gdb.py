@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import re
+import runpy
 import sys
 from typing import Any, Callable, Dict, Optional
 
@@ -30,17 +31,8 @@ import gdb  # type: ignore[import-not-found]
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _setup_path() -> None:
-    """Run plugins/kvm_path.py (shared by both adapters) to find kvm_dbg."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        "kvm_dbg_plugin_path", os.path.join(os.path.dirname(_HERE), "kvm_path.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.setup(_HERE)
-
-
-_setup_path()
+# plugins/kvm_path.py (shared by both adapters) puts kvm_dbg on sys.path.
+runpy.run_path(os.path.join(os.path.dirname(_HERE), "kvm_path.py"))["setup"](_HERE)
 
 from kvm_dbg import adapter  # noqa: E402 (needs the path above)
 

@@ -16,6 +16,7 @@ interpreter that runs the server.
 from __future__ import annotations
 
 import os
+import runpy
 import shlex
 from typing import Any, Callable, List, Optional
 
@@ -24,17 +25,8 @@ import lldb  # type: ignore[import-not-found]
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _setup_path() -> None:
-    """Run plugins/kvm_path.py (shared by both adapters) to find kvm_dbg."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        "kvm_dbg_plugin_path", os.path.join(os.path.dirname(_HERE), "kvm_path.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.setup(_HERE)
-
-
-_setup_path()
+# plugins/kvm_path.py (shared by both adapters) puts kvm_dbg on sys.path.
+runpy.run_path(os.path.join(os.path.dirname(_HERE), "kvm_path.py"))["setup"](_HERE)
 
 from kvm_dbg.adapter import (  # noqa: E402 (needs the path above)
     NOT_OPEN,
