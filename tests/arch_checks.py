@@ -4,6 +4,7 @@ read back through kvm_dbg must agree with the generator's manifest."""
 from __future__ import annotations
 
 import pytest
+from fixturegen import build
 
 import kvm_dbg
 from kvm_dbg import KvmError, kvm_close, kvm_kerndisp, kvm_open2, kvm_read, kvm_walk_pages
@@ -14,6 +15,20 @@ def case_id(case) -> str:
     arch, fmt, version, opts = case
     extra = ",".join(f"{k}={v}" for k, v in sorted(opts.items()))
     return f"{arch}-{fmt}{version or ''}" + (f"[{extra}]" if extra else "")
+
+
+def build_case(case, tmpdir) -> object:
+    """Build the fixture of one (arch, fmt, version, options) case in tmpdir."""
+    arch, fmt, version, opts = case
+    return build(arch, fmt, version, str(tmpdir), **opts)
+
+
+def case_fixture(cases):
+    """A pytest fixture ``fx`` over ``cases`` (assign it to a module-level ``fx``)."""
+    @pytest.fixture(params=cases, ids=case_id)
+    def fx(request, tmp_path):
+        return build_case(request.param, tmp_path)
+    return fx
 
 
 def probes_read_back(fx) -> None:

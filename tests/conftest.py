@@ -44,3 +44,16 @@ class _Keyed:
     def __init__(self, dump, key: str) -> None:
         self.__dict__.update(vars(dump))
         self.key = key
+
+
+@pytest.fixture(scope="session")
+def example(tmp_path_factory) -> Path:
+    """The committed example pair (examples/), decompressed: DIR/kernel, DIR/vmcore.0."""
+    import gzip
+    import shutil
+
+    d = tmp_path_factory.mktemp("example")
+    for name in ("kernel", "vmcore.0"):
+        with gzip.open(ROOT / "examples" / f"{name}.gz") as src, open(d / name, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    return d

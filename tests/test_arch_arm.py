@@ -12,35 +12,7 @@ from fixturegen.arm import CASES
 import kvm_dbg
 from kvm_dbg import KvmError
 
-
-@pytest.fixture(params=CASES, ids=ck.case_id)
-def fx(request, tmp_path):
-    arch, fmt, version, opts = request.param
-    return build(arch, fmt, version, str(tmp_path), **opts)
-
-
-def test_probes(fx):
-    ck.probes_read_back(fx)
-
-
-def test_holes_and_partial_reads(fx):
-    ck.holes_fail(fx)
-
-
-def test_compat_reads(fx):
-    ck.compat_reads(fx)
-
-
-def test_walk_pages(fx):
-    ck.walk_matches(fx)
-
-
-def test_kerndisp_zero(fx):
-    ck.kerndisp(fx, 0)
-
-
-def test_nonnative_requires_resolver(fx):
-    ck.nonnative_needs_resolver(fx, "arm")
+fx = ck.case_fixture(CASES)
 
 
 def test_format_names(fx):
@@ -51,14 +23,6 @@ def test_format_names(fx):
         else:
             assert kd.format == "ELF full dump"
 
-
-@pytest.mark.parametrize("case", [("minidump", 1, {"mmu": "v6", "endian": "be"}),
-                                  ("minidump", 2, {"mmu": "v4", "endian": "le"}),
-                                  ("elf", 0, {"mmu": "v6", "endian": "le"})],
-                         ids=lambda c: f"{c[0]}{c[1]}")
-def test_truncated(case, tmp_path):
-    fx = build("arm", case[0], case[1], str(tmp_path), truncate_pages=3, **case[2])
-    ck.truncated(fx)
 
 
 def test_v4_tiny_page_is_refused(tmp_path):

@@ -10,35 +10,7 @@ from fixturegen.mips import CASES
 import kvm_dbg
 from kvm_dbg import KvmError
 
-
-@pytest.fixture(params=CASES, ids=ck.case_id)
-def fx(request, tmp_path):
-    arch, fmt, version, opts = request.param
-    return build(arch, fmt, version, str(tmp_path), **opts)
-
-
-def test_probes(fx):
-    ck.probes_read_back(fx)
-
-
-def test_holes_and_partial_reads(fx):
-    ck.holes_fail(fx)
-
-
-def test_compat_reads(fx):
-    ck.compat_reads(fx)
-
-
-def test_walk_pages(fx):
-    ck.walk_matches(fx)
-
-
-def test_kerndisp_zero(fx):
-    ck.kerndisp(fx, 0)
-
-
-def test_nonnative_requires_resolver(fx):
-    ck.nonnative_needs_resolver(fx, "mips")
+fx = ck.case_fixture(CASES)
 
 
 def test_segment_aliases(fx):
@@ -68,8 +40,3 @@ def test_not_minidumped_has_no_soft_message(tmp_path):
     assert ei.value.message == f"_mips_minidump_kvatop: virtual address 0x{h.va & ~0xFFF:x} " \
                                "not minidumped"
 
-
-@pytest.mark.parametrize("abi", ["o32", "n64"])
-def test_truncated(abi, tmp_path):
-    fx = build("mips", "minidump", 2, str(tmp_path), abi=abi, truncate_pages=2)
-    ck.truncated(fx)

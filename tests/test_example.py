@@ -26,16 +26,6 @@ CRASH_STACK = ["doadump", "kern_reboot", "vpanic", "panic", "trap_fatal", "trap_
                "sys___sysctl", "amd64_syscall", "fast_syscall_common"]
 
 
-@pytest.fixture(scope="module")
-def example(tmp_path_factory) -> Path:
-    """The committed pair, decompressed: DIR/kernel, DIR/vmcore.0."""
-    d = tmp_path_factory.mktemp("example")
-    for name in ("kernel", "vmcore.0"):
-        with gzip.open(EXAMPLES / f"{name}.gz") as src, open(d / name, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-    return d
-
-
 def _producer(path: Path) -> str:
     with open(path, "rb") as f:
         cu = next(ELFFile(f).get_dwarf_info().iter_CUs())

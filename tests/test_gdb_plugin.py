@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import time
 from pathlib import Path
 
 import pytest
+from procs import gone
 from realdumps import REAL_DUMPS, real_dump_factory  # noqa: F401 (fixture)
 
 pexpect = pytest.importorskip("pexpect")
@@ -49,19 +49,6 @@ class Gdb:
     def quit(self) -> None:
         self.p.sendline("quit")
         self.p.expect(pexpect.EOF, timeout=30)
-
-
-def _gone(pid: int, wait: float = 5.0) -> bool:
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().split(") ", 1)[1].startswith("Z"):
-                    return True
-        except OSError:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.fixture
@@ -106,7 +93,7 @@ def test_kvm_open_real_dump(gdb_dump):
     pid = g.server_pid()
     out = g.cmd("kvm-close")
     assert "Traceback" not in out
-    assert _gone(pid), "server still running after kvm-close"
+    assert gone(pid, 5.0), "server still running after kvm-close"
     assert "No threads" in g.cmd("info threads")
 
 
@@ -154,4 +141,4 @@ def test_commands_and_errors(gdb_dump, tmp_path):
     assert "sysctl" in g.cmd("info threads")
     pid = g.server_pid()
     g.quit()
-    assert _gone(pid), "server still running after gdb exited"
+    assert gone(pid, 5.0), "server still running after gdb exited"

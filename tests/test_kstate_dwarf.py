@@ -4,7 +4,6 @@ gcc writes, and no DWARF work when nothing is missing."""
 
 from __future__ import annotations
 
-import gzip
 import shutil
 import subprocess
 import sys
@@ -19,21 +18,10 @@ from kvm_dbg.kstate import dwarf, offsets
 from kvm_dbg.rsp import monitor
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT / "examples"
 OFFSET_SYMBOLS = ([f"proc_off_{f}" for f in offsets.PROC_FIELDS]
                   + [f"thread_off_{f}" for f in offsets.THREAD_FIELDS]
                   + [f"kld_off_{f}" for f in offsets.KLD_FIELDS] + ["pcb_size"])
 STATE_NAMES = {PRS_NORMAL: "PRS_NORMAL", PRS_ZOMBIE: "PRS_ZOMBIE"}
-
-
-@pytest.fixture(scope="module")
-def example(tmp_path_factory) -> Path:
-    """The committed pair, decompressed: DIR/kernel, DIR/vmcore.0."""
-    d = tmp_path_factory.mktemp("example")
-    for name in ("kernel", "vmcore.0"):
-        with gzip.open(EXAMPLES / f"{name}.gz") as src, open(d / name, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-    return d
 
 
 def _objcopy(args, src: Path, dst: Path) -> None:

@@ -7,10 +7,10 @@ import os
 import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
+from procs import gone
 from realdumps import REAL_DUMPS, real_dump_factory  # noqa: F401 (fixture)
 
 from kvm_dbg.debuggers import debugger_env
@@ -78,19 +78,6 @@ class Lldb:
         if i == 1:
             self.p.sendline("y")
             self.p.expect(pexpect.EOF, timeout=60)
-
-
-def _gone(pid: int, wait: float = 10.0) -> bool:
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().split(") ", 1)[1].startswith("Z"):
-                    return True
-        except OSError:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def _threads(out: str) -> list:
@@ -164,7 +151,7 @@ def test_kvm_open_real_dump(real_dump_factory, lldb_session, name):  # noqa: F81
     pid = lldb.server_pid()
     out = lldb.cmd("kvm-close")
     assert "error" not in out and "Traceback" not in out, out
-    assert _gone(pid), "server still running after kvm-close"
+    assert gone(pid, 10.0), "server still running after kvm-close"
     assert "error" in lldb.cmd("thread list")
 
 
@@ -244,7 +231,7 @@ def test_commands_and_errors(real_dump_factory, lldb_session, tmp_path):  # noqa
     # leaving lldb stops the server
     pid = lldb.server_pid()
     lldb.quit()
-    assert _gone(pid), "server still running after lldb exited"
+    assert gone(pid, 10.0), "server still running after lldb exited"
 
 
 def _objcopy() -> str:

@@ -160,33 +160,9 @@ def _page_state(pr: Profile, fmt: str, version: int, lay, va: int) -> Tuple[Opti
 
 
 def _manifest(pr: Profile, fmt: str, version: int, lay) -> Manifest:
-    m = pr.m
-    p = m.page_size
-    man = Manifest(m.arch, fmt, version, p, hz_addr=pr.bss_syms["hz"], hz_value=pr.hz,
-                   version_addr=pr.data_va, version_string=pr.version,
-                   file_size=lay.file_size, full_size=lay.full_size, notes=dict(pr.notes))
-    man.symbols = dict(pr.bss_syms, version=pr.data_va, btext=pr.text_va, **pr.abs_syms)
-    if isinstance(lay, MinidumpLayout):
-        man.walk, man.header, man.offsets = lay.walk, dict(lay.header), dict(lay.offsets)
-        man.npages = lay.npages
-    for kind, va, n in pr.points:
-        got = bytearray()
-        pos, why = va, None
-        while pos < va + n:
-            why, page = _page_state(pr, fmt, version, lay, pos)
-            if why is not None:
-                break
-            off = pos % p
-            k = min(p - off, va + n - pos)
-            got += page[off:off + k]
-            pos += k
-        if why is None:
-            man.probes.append(Probe(va, bytes(got), kind))
-        elif not got:
-            man.holes.append(Hole(va, why, n))
-        else:
-            man.partial.append(PartialRead(va, n, bytes(got), kind, why))
-    return man
+    from .multiarch import manifest
+
+    return manifest(pr, fmt, version, lay, lambda va: _page_state(pr, fmt, version, lay, va))
 
 
 def build(arch: str, fmt: str = "minidump", version: int = 0, tmpdir: str = ".",

@@ -12,25 +12,24 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Tuple
 
-from .elfcore import ElfCoreLayout
-from .elfwriter import CoreChunk, ElfIdent, Segment, core_layout, write_core
+from .elfcore import ElfCoreLayout, write_elfcore
+from .elfwriter import Segment
 from .machine import EXECUTE, K4, READ, RW, RWX, RX, WRITE
-from .minidump import CHUNK_PAGES
 from .multiarch import (
     XMachine,
     XSpec,
     flat_walk,
+    kmap_pages,
     manifest,
     new_profile,
     pack,
     page_state_md,
     paths,
-    scatter,
     truncation,
     write_kernel_x,
     write_minidump_x,
 )
-from .profiles import _common_specials, _kernel_vars, alias_pa
+from .profiles import _kernel_vars, ram_specials
 
 EM_ARM = 40
 KERNBASE, PHYSADDR = 0xC0000000, 0x80000000
@@ -89,13 +88,7 @@ def profile(fmt: str, version: int, options: Dict[str, object]):
     _kernel_vars(pr, data, ["kernel_l1pa"])
     pr.abs_syms.update(kernbase=KERNBASE, physaddr=PHYSADDR)
     kva = KERNBASE + 0x1000000
-    pas = scatter(PHYSADDR + 0x300000, 4)
-    for i, pa in enumerate(pas):
-        m.map(kva + i * K4, pa, K4, (RW, READ, RX, RWX)[i])
-        m.populate(pa)
-    pr.point("small_4k", kva + 0x123, 0x40)
-    pr.point("small_4k_page", kva + K4, K4)
-    pr.point("small_4k_cross", kva + 3 * K4 - 8, 16)
+    kmap_pages(pr, kva, PHYSADDR + 0x300000, (RW, READ, RX, RWX), "small_4k")
     big = kva + 0x10000
     m.map(big, PHYSADDR + 0x400000, K64, RW, populate=(0, 1, 7, -1))
     m.map(big + K64, PHYSADDR + 0x420000, K64, READ, populate=(0,))
@@ -105,10 +98,7 @@ def profile(fmt: str, version: int, options: Dict[str, object]):
     pr.point("large_64k_last", big + K64 - 8, 8)
     pr.point("large_64k_boundary", big + K64 - 8, 16)
     pr.point("large_64k_unpopulated", big + 3 * K4, 8)
-    top = max(e for _, e in RAM)
-    gap = RAM[0][1] + 2 * K4
-    _common_specials(pr, kva + 0x100000, gap, alias_pa(RAM, gap, K4), top - K4,
-                     PHYSADDR + 0x310000, options)
+    ram_specials(pr, RAM, kva + 0x100000, PHYSADDR + 0x310000, options)
     if v4 and fmt == "minidump":
         m.meta["tiny_va"] = kva + 0x40000
         pr.point(TINY, kva + 0x40000 + 8, 8)
@@ -201,27 +191,8 @@ def build_tables(m: XMachine, v4: bool) -> int:
 
 
 def _write_elf(m: XMachine, path: str, delta: bool, trunc: Optional[int]) -> ElfCoreLayout:
-    p = m.page_size
-    ident = ElfIdent(32, m.spec.little, EM_ARM)
     extra = [Segment(PT_DUMP_DELTA, 0, 0, KERNBASE, PHYSADDR, 0, 0, 0)] if delta else []
-    lay = core_layout(ident, [CoreChunk(s, e - s) for s, e in m.dump_avail], p, extra)
-    last = max((s for s in lay.segments if s.p_type == 1), key=lambda s: s.offset)
-    full = last.offset + last.filesz
-    if trunc is not None and trunc < 0:
-        trunc += full
-    out = ElfCoreLayout(lay, full, full if trunc is None else min(trunc, full), p)
-    with open(path, "wb") as f:
-        write_core(f, ident, lay)
-        for seg in lay.segments:
-            if seg.p_type != 1:
-                continue
-            lo, hi = seg.paddr // p, (seg.paddr + seg.memsz) // p
-            for s, e in m.populated_in(lo, hi):
-                for c in range(s, e, CHUNK_PAGES):
-                    f.seek(seg.offset + (c * p - seg.paddr))
-                    f.write(b"".join(m.page(x) for x in range(c, min(e, c + CHUNK_PAGES))))
-        f.truncate(out.file_size)
-    return out
+    return write_elfcore(m, path, trunc, extra)
 
 
 def _state_elf(m: XMachine, lay: ElfCoreLayout):

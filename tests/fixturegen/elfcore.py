@@ -7,9 +7,17 @@ never populated are written as zeros (seeked over, so the file stays sparse on d
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
-from .elfwriter import CoreChunk, CoreLayout, ElfIdent, core_layout, write_core
+from .elfwriter import (
+    PT_LOAD,
+    CoreChunk,
+    CoreLayout,
+    ElfIdent,
+    Segment,
+    core_layout,
+    write_core,
+)
 from .machine import Machine
 from .minidump import CHUNK_PAGES
 
@@ -31,19 +39,22 @@ class ElfCoreLayout:
         return off is not None and off + self.page_size <= self.file_size
 
 
-def write_elfcore(m: Machine, path: str, truncate: Optional[int] = None) -> ElfCoreLayout:
-    """Write physical memory of ``m`` (its dump_avail ranges) as an ET_CORE file."""
+def write_elfcore(m: Machine, path: str, truncate: Optional[int] = None,
+                  extra: Sequence[Segment] = ()) -> ElfCoreLayout:
+    """Write physical memory of ``m`` (its dump_avail ranges) as an ET_CORE file;
+    ``extra``: program headers after the PT_LOADs (e.g. arm's PT_DUMP_DELTA)."""
     p = m.page_size
     ident = ElfIdent(m.spec.bits, m.spec.little, m.spec.e_machine)
-    lay = core_layout(ident, [CoreChunk(s, e - s) for s, e in m.dump_avail], p)
-    last = lay.segments[-1]
+    lay = core_layout(ident, [CoreChunk(s, e - s) for s, e in m.dump_avail], p, extra)
+    loads = [s for s in lay.segments if s.p_type == PT_LOAD]
+    last = max(loads, key=lambda s: s.offset)
     full = last.offset + last.filesz
     if truncate is not None and truncate < 0:
         truncate += full
     out = ElfCoreLayout(lay, full, full if truncate is None else min(truncate, full), p)
     with open(path, "wb") as f:
         write_core(f, ident, lay)
-        for seg in lay.segments:
+        for seg in loads:
             lo, hi = seg.paddr // p, (seg.paddr + seg.memsz) // p
             for s, e in m.populated_in(lo, hi):
                 for c in range(s, e, CHUNK_PAGES):

@@ -11,22 +11,22 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Tuple
 
-from .machine import EXECUTE, K4, READ, RW, RX, WRITE
+from .machine import EXECUTE, K4, READ, WRITE
 from .multiarch import (
     XMachine,
     XSpec,
     flat_walk,
+    kmap_pages,
     manifest,
     new_profile,
     pack,
     page_state_md,
     paths,
-    scatter,
     truncation,
     write_kernel_x,
     write_minidump_x,
 )
-from .profiles import _common_specials, _kernel_vars, alias_pa
+from .profiles import _kernel_vars, ram_specials
 
 EM_MIPS, EF_MIPS_ABI2 = 8, 0x20
 RAM = [(0, 0x1000000), (0x1100000, 0x4000000)]
@@ -79,17 +79,8 @@ def profile(fmt: str, version: int, options: Dict[str, object]):
     pr.point("kseg0_absent", kseg0 + 0x2000000, 8)
     pr.abs_syms["kernbase"] = kb
     kva = kb + 0x10000
-    pas = scatter(0x400000, 4)
-    for i, pa in enumerate(pas):
-        m.map(kva + i * K4, pa, K4, (RW, READ, RX)[i % 3])
-        m.populate(pa)
-    pr.point("kmap_4k", kva + 0x123, 0x40)
-    pr.point("kmap_4k_page", kva + K4, K4)
-    pr.point("kmap_4k_cross", kva + 3 * K4 - 8, 16)
-    top = max(e for _, e in RAM)
-    gap = RAM[0][1] + 2 * K4
-    _common_specials(pr, kva + 16 * K4, gap, alias_pa(RAM, gap, K4), top - K4, 0x420000,
-                     options)
+    kmap_pages(pr, kva, 0x400000)
+    ram_specials(pr, RAM, kva + 16 * K4, 0x420000, options)
     pr.point("below_kernbase_not_minidumped", 0x10000, 8)
     pr.notes.update(abi=abi, endian="le" if little else "be", pte_bits=bits)
     return pr

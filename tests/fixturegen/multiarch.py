@@ -28,7 +28,7 @@ from .elfwriter import (
     Symbol,
     build_kernel_elf,
 )
-from .machine import K4, Machine, merge_runs
+from .machine import K4, READ, RW, RX, Machine, merge_runs
 from .minidump import (
     MinidumpLayout,
     R,
@@ -234,7 +234,8 @@ def page_state_md(m: XMachine, lay: MinidumpLayout, va: int) -> Tuple[Optional[s
 
 def manifest(pr: Profile, fmt: str, version: int, lay,
              state: Callable[[int], Tuple[Optional[str], Optional[bytes]]]):
-    """Probes, holes and partial reads from the profile's points (like __init__._manifest)."""
+    """The Manifest of a written dump: probes, holes and partial reads of the profile's
+    points, ``state(va)`` giving (failure kind or None, page bytes) per page."""
     from . import Hole, Manifest, PartialRead, Probe
 
     m = pr.m
@@ -281,6 +282,19 @@ def truncation(options: Dict[str, object], p: int) -> Optional[int]:
 def scatter(base: int, n: int, step: int = 2 * K4) -> List[int]:
     """n physically scattered, descending page addresses below base + n*step."""
     return [base + (n * step - K4) - i * step for i in range(n)]
+
+
+def kmap_pages(pr: Profile, kva: int, pool: int, prots: Tuple[int, ...] = (RW, READ, RX),
+               kind: str = "kmap_4k") -> None:
+    """Four scattered 4 KiB pages below ``pool`` mapped at kva (``prots`` cycled), and
+    the probes ``kind``, ``kind``_page and ``kind``_cross into them."""
+    m = pr.m
+    for i, pa in enumerate(scatter(pool, 4)):
+        m.map(kva + i * K4, pa, K4, prots[i % len(prots)])
+        m.populate(pa)
+    pr.point(kind, kva + 0x123, 0x40)
+    pr.point(f"{kind}_page", kva + K4, K4)
+    pr.point(f"{kind}_cross", kva + 3 * K4 - 8, 16)
 
 
 __all__ = ["XSpec", "XMachine", "write_minidump_x", "manifest", "page_state_md",

@@ -17,11 +17,12 @@ import struct
 from typing import Dict, List, Optional, Tuple
 
 from .elfwriter import CoreChunk, ElfIdent, core_header, core_layout
-from .machine import EXECUTE, G1, K4, M2, READ, RW, RWX, RX, WRITE
+from .machine import EXECUTE, G1, K4, M2, READ, RW, RWX, WRITE
 from .minidump import WalkRecord
 from .multiarch import (
     XMachine,
     XSpec,
+    kmap_pages,
     manifest,
     new_profile,
     offset_or_minus1,
@@ -33,7 +34,7 @@ from .multiarch import (
     write_kernel_x,
     write_minidump_x,
 )
-from .profiles import _common_specials, _kernel_vars, alias_pa
+from .profiles import _kernel_vars, ram_specials
 
 EM_PPC, EM_PPC64 = 20, 21
 PPC64_KERNBASE = 0x100100
@@ -164,17 +165,8 @@ def profile64(fmt: str, version: int, options: Dict[str, object]):
     pr.point("kernel_text_cross", pr.text_va - 0x100 + K4 - 8, 16)
     pr.abs_syms["kernbase"] = KERNBASE
     kva = KERNBASE + 0x10000
-    pas = scatter(0x2000000, 4)
-    for i, pa in enumerate(pas):
-        m.map(kva + i * K4, pa, K4, (RW, READ, RX)[i % 3])
-        m.populate(pa)
-    pr.point("kmap_4k", kva + 0x123, 0x40)
-    pr.point("kmap_4k_page", kva + K4, K4)
-    pr.point("kmap_4k_cross", kva + 3 * K4 - 8, 16)
-    top = max(e for _, e in RAM)
-    gap = RAM[0][1] + 2 * K4
-    _common_specials(pr, kva + 16 * K4, gap, alias_pa(RAM, gap, K4), top - K4, 0x2100000,
-                     options)
+    kmap_pages(pr, kva, 0x2000000)
+    top, gap = ram_specials(pr, RAM, kva + 16 * K4, 0x2100000, options)
     if mmu == "mmu_radix":
         m.map(KERNBASE + M2 * 8, 0x2200000, M2, RWX, populate=(0, 1, -1))
         pr.point("radix_2m", KERNBASE + M2 * 8 + 0x345, 0x40)

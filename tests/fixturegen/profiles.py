@@ -98,6 +98,17 @@ def _common_specials(pr: Profile, kva: int, gap_pa: int, alias_pa: int, last_pa:
         pr.notes["gap_pa"], pr.notes["gap_alias_pa"] = gap_pa, alias_pa
 
 
+def ram_specials(pr: Profile, ram: List[Tuple[int, int]], kva: int, nodump_pa: int,
+                 options: Dict[str, object]) -> Tuple[int, int]:
+    """_common_specials at kva: the gap page two pages past the first RAM range, the last
+    page of RAM. Returns (top of RAM, gap PA)."""
+    p = pr.m.page_size
+    top = max(e for _, e in ram)
+    gap = ram[0][1] + 2 * p
+    _common_specials(pr, kva, gap, alias_pa(ram, gap, p), top - p, nodump_pa, options)
+    return top, gap
+
+
 def alias_pa(dump_avail: List[Tuple[int, int]], pa: int, p: int) -> int:
     """PA libkvm's buggy bit id (no start <= pa test) aliases a gap page onto."""
     adj = 0
@@ -272,10 +283,7 @@ def arm64(fmt: str, version: int, options: Dict[str, object]) -> Profile:
     pr.point("kmap_page", kva + 0x123, 0x40)
     pr.point("kmap_page_full", kva + p, p)
     pr.point("kmap_page_cross", kva + 3 * p - 8, 16)
-    top = max(e for _, e in ram)
-    gap = ram[0][1] + 2 * p
-    _common_specials(pr, kva + 8 * p, gap, alias_pa(ram, gap, p), top - p,
-                     pool + 16 * p, options)
+    top, gap = ram_specials(pr, ram, kva + 8 * p, pool + 16 * p, options)
     for pa in (base + 0x100000, base + 0x100000 + p, ram[1][0], top - 2 * p):
         m.populate(pa)
         m.dmap_dump.add(pa // p)

@@ -11,22 +11,22 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Tuple
 
-from .machine import EXECUTE, G1, K4, M2, READ, RW, RWX, RX, WRITE
+from .machine import EXECUTE, G1, K4, M2, READ, RW, RWX, WRITE
 from .multiarch import (
     XMachine,
     XSpec,
     flat_walk,
+    kmap_pages,
     manifest,
     new_profile,
     pack,
     page_state_md,
     paths,
-    scatter,
     truncation,
     write_kernel_x,
     write_minidump_x,
 )
-from .profiles import _common_specials, _kernel_vars, alias_pa
+from .profiles import _kernel_vars, ram_specials
 
 EM_RISCV = 243
 KERNBASE = 0xFFFFFFC000000000      # KERNBASE == VM_MIN_KERNEL_ADDRESS
@@ -67,17 +67,8 @@ def profile(fmt: str, version: int, options: Dict[str, object]):
     _kernel_vars(pr, KERNBASE + M2, [])
     pr.abs_syms["kernbase"] = KERNBASE
     kva = KERNBASE + 2 * M2
-    pas = scatter(data_pa + 0x40000, 4)
-    for i, pa in enumerate(pas):
-        m.map(kva + i * K4, pa, K4, (RW, READ, RX)[i % 3])
-        m.populate(pa)
-    pr.point("kmap_4k", kva + 0x123, 0x40)
-    pr.point("kmap_4k_page", kva + K4, K4)
-    pr.point("kmap_4k_cross", kva + 3 * K4 - 8, 16)
-    top = max(e for _, e in ram)
-    gap = ram[0][1] + 2 * K4
-    _common_specials(pr, kva + 16 * K4, gap, alias_pa(ram, gap, K4), top - K4,
-                     data_pa + 0x50000, options)
+    kmap_pages(pr, kva, data_pa + 0x40000)
+    top, gap = ram_specials(pr, ram, kva + 16 * K4, data_pa + 0x50000, options)
     if mode == "sv48":
         g = KERNBASE + G1
         m.map(g, 0x80000000, G1, RW, populate=(0, 1, 600, -1))
