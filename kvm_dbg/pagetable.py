@@ -44,6 +44,29 @@ class Level:
         return (1 << self.shift) if self.size is None else self.size(e)
 
 
+def leaf_if(valid: int) -> Callable[[int], int]:
+    """Classifier of a last level: LEAF when a ``valid`` bit is set."""
+    return lambda e: LEAF if e & valid else INVALID
+
+
+def table_if(valid: int) -> Callable[[int], int]:
+    """Classifier of a level without superpages: TABLE when a ``valid`` bit is set."""
+    return lambda e: TABLE if e & valid else INVALID
+
+
+def table_or_leaf(valid: int, big: int) -> Callable[[int], int]:
+    """Classifier of a directory level: INVALID without ``valid``, LEAF (a
+    superpage) with ``big``, else TABLE."""
+    return lambda e: INVALID if not e & valid else (LEAF if e & big else TABLE)
+
+
+def frame_mask(mask: int, big: int = 0, big_mask: int = 0) -> Callable[[int], int]:
+    """Frame of an entry: ``e & big_mask`` when a ``big`` bit is set, else ``e & mask``."""
+    if not big:
+        return lambda e: e & mask
+    return lambda e: (e & big_mask) if e & big else (e & mask)
+
+
 class Untranslatable(Exception):
     """Raised inside the walker; carries libkvm's hard message (may be '')."""
 

@@ -3,33 +3,32 @@
 from __future__ import annotations
 
 import struct
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, Optional, Sequence
 
-from ..elfcore import PhysSegments, read_phdrs
 from ..errors import KvmError
 from ..pagetable import (
-    INVALID,
-    LEAF,
-    TABLE,
-    FlatRoot,
     Level,
     PageTable,
     TableRoot,
-    Untranslatable,
+    frame_mask,
+    leaf_if,
     sign_extend,
+    table_if,
+    table_or_leaf,
 )
 from .base import (
-    VM_PROT_EXECUTE,
     VM_PROT_READ,
     VM_PROT_WRITE,
     ArchSpec,
-    Backend,
+    ElfPhysBackend,
     KvmPage,
+    Prot,
     host_is,
+    if_clear,
+    if_set,
     register,
-    untranslatable,
 )
-from .minidump_common import MinidumpBackend
+from .minidump_common import DirectMapMinidump
 
 EM_X86_64 = 62
 
@@ -40,35 +39,13 @@ PG_FRAME = 0x000FFFFFFFFFF000
 PG_PS_FRAME = 0x000FFFFFFFE00000
 PG_1GB_FRAME = 0x000FFFFFC0000000
 
-
-def _pte(e: int) -> int:
-    return LEAF if e & PG_V else INVALID
-
-
-def _dir(e: int) -> int:
-    if not e & PG_V:
-        return INVALID
-    return LEAF if e & PG_PS else TABLE
+_pte = leaf_if(PG_V)
+_dir = table_or_leaf(PG_V, PG_PS)
+_frame = frame_mask(PG_FRAME)
+PROT = Prot(write=if_set(PG_RW), execute=if_clear(PG_NX))
 
 
-def _frame_dir(big: int):
-    return lambda e: (e & big) if e & PG_PS else (e & PG_FRAME)
-
-
-def _prot(e: int) -> int:
-    p = VM_PROT_READ
-    if e & PG_RW:
-        p |= VM_PROT_WRITE
-    if not e & PG_NX:
-        p |= VM_PROT_EXECUTE
-    return p
-
-
-def _frame(e: int) -> int:
-    return e & PG_FRAME
-
-
-class Amd64Minidump(MinidumpBackend):
+class Amd64Minidump(DirectMapMinidump):
     arch = "amd64"
     magic = b"minidump FreeBSD/amd64"
     header_size = 72
@@ -78,46 +55,20 @@ class Amd64Minidump(MinidumpBackend):
     version_fields = {3: (("dumpavailsize", 64, "I"),)}
     max_version = 3
     version_word = "expected"
+    dmap_first = False               # libkvm: va >= kernbase is the kernel map
+    prot = PROT
 
-    def setup(self) -> None:
-        h = self.hdr
-        self.kernbase, self.dmapbase, self.dmapend = h["kernbase"], h["dmapbase"], h["dmapend"]
-        root = FlatRoot(self.kernbase, self.pmap.get, self.pmap.count)
+    def missing_table(self, pa: int) -> str:
+        return f"cannot find page table entry for {pa}"
+
+    def levels(self) -> Sequence[Level]:
         if self.version == 1:
             self.fn = "_amd64_minidump_vatop_v1"
-            levels = [Level(12, 0, _pte, _frame, f"{self.fn}: pte not valid")]
-        else:
-            self.fn = "_amd64_minidump_vatop"
-            levels = [Level(21, 0, _dir, _frame_dir(PG_PS_FRAME), f"{self.fn}: pde not valid"),
-                      Level(12, 9, _pte, _frame, f"{self.fn}: pte not valid")]
-        self.pt = PageTable(root, levels, "little", self.phys,
-                            lambda pa: f"cannot find page table entry for {pa}")
-
-    def kvatop(self, va: int) -> Tuple[int, int]:
-        if va < self.kernbase and self.dmapbase <= va < self.dmapend:
-            off = self.index.find(va - self.dmapbase)       # hot path: inlined
-            if off is not None and off + 4096 - (va & 4095) <= self.core.size:
-                return off, 4096 - (va & 4095)
-            return self.phys_to_offset(va, va - self.dmapbase, dmap=True)
-        if va >= self.kernbase:
-            try:
-                pa, _span = self.pt.translate(va)
-            except Untranslatable as u:
-                raise self.fail(va, u.hard) from None
-            return self.phys_to_offset(va, pa)
-        raise self.not_minidumped(va)
-
-    @untranslatable
-    def kvatop_run(self, va: int, size: int) -> Tuple[int, int]:
-        if va < self.kernbase and self.dmapbase <= va < self.dmapend:
-            return self.dmap_run(va, va - self.dmapbase, min(size, self.dmapend - va))
-        return self.kvatop(va)
-
-    @property
-    def direct_map(self):
-        if self.dmapbase <= self.kernbase < self.dmapend:
-            return None          # overlapping maps: the kernel map must win
-        return (self.dmapbase, self.dmapend, 0, self.index.find)
+            return [Level(12, 0, _pte, _frame, f"{self.fn}: pte not valid")]
+        self.fn = "_amd64_minidump_vatop"
+        return [Level(21, 0, _dir, frame_mask(PG_FRAME, PG_PS, PG_PS_FRAME),
+                      f"{self.fn}: pde not valid"),
+                Level(12, 9, _pte, _frame, f"{self.fn}: pte not valid")]
 
     def walk_pages(self) -> Optional[Iterator[KvmPage]]:
         if self.version == 1:
@@ -129,32 +80,30 @@ class Amd64Minidump(MinidumpBackend):
         # direct map (libkvm's second pass).  A set, not a bitmap-sized array:
         # memory follows the pages found, not the size the header claims.
         seen = set()
-        nbits = self.index.nbits
-        for va, pa, size, e in self.pt.leaves():
-            off = self.index.find(pa)
-            yield self.page(pa, va, self.dmapbase + pa, _prot(e), size, off)
-            bit = self.index.bit_of(pa)
+        index = self.index
+        nbits = index.nbits
+        for p in self.kmap_pages(self.dmapbase):
+            yield p
+            bit = index.bit_of(p.kp_paddr)
             if bit is not None and bit < nbits:
                 seen.add(bit)
         for bit in sorted(seen):
-            pa = self.index.pa_of(bit)
+            pa = index.pa_of(bit)
             if pa is None or self.dmapbase + pa + 4096 > self.dmapend:
                 return
             yield self.page(pa, 0, self.dmapbase + pa, VM_PROT_READ | VM_PROT_WRITE, 4096,
-                            self.index.find(pa))
+                            index.find(pa))
 
 
-class Amd64Elf(Backend):
+class Amd64Elf(ElfPhysBackend):
     """Full physical-memory ELF dump, translated through the kernel's PML4."""
 
     arch = "amd64"
-    format = "ELF full dump"
     fn = "_amd64_vatop"
+    not_in_dump = "_amd64_vatop: address not in dump"
 
     def __init__(self, core, kernel, resolve) -> None:
         super().__init__(core, kernel, resolve)
-        _ident, segs = read_phdrs(core, kernel)
-        self.segs = PhysSegments(core, segs)
         kernbase = self.need("kernbase", "bad namelist - no kernbase")
         kpml4phys = self.need("KPML4phys", "bad namelist - no KPML4phys")
         raw = self.phys(kpml4phys - kernbase, 8)
@@ -164,31 +113,14 @@ class Amd64Elf(Backend):
         if self.phys(pml4, 4096) is None:
             raise KvmError("cannot read KPML4phys", path=core.path)
         f = self.fn
-        levels = [Level(39, 9, _dir_pml4, _frame, f"{f}: pml4e not valid"),
-                  Level(30, 9, _dir, _frame_dir(PG_1GB_FRAME), f"{f}: pdpe not valid"),
-                  Level(21, 9, _dir, _frame_dir(PG_PS_FRAME), f"{f}: pde not valid"),
+        levels = [Level(39, 9, table_if(PG_V), _frame, f"{f}: pml4e not valid"),
+                  Level(30, 9, _dir, frame_mask(PG_FRAME, PG_PS, PG_1GB_FRAME),
+                        f"{f}: pdpe not valid"),
+                  Level(21, 9, _dir, frame_mask(PG_FRAME, PG_PS, PG_PS_FRAME),
+                        f"{f}: pde not valid"),
                   Level(12, 9, _pte, _frame, f"{f}: pte not valid")]
         self.pt = PageTable(TableRoot(pml4), levels, "little", self.phys,
                             lambda pa: f"{f}: bootstrap data not in dump")
-
-    def phys(self, pa: int, size: int) -> Optional[bytes]:
-        hit = self.segs.find(pa)
-        if hit is None or hit[1] < size:
-            return None
-        off = hit[0]
-        return self.core.mm[off:off + size]
-
-    @untranslatable
-    def kvatop(self, va: int) -> Tuple[int, int]:
-        pa, span = self.pt.translate(va)
-        hit = self.segs.find(pa)
-        if hit is None:
-            raise self.fail(va, f"{self.fn}: address not in dump")
-        return hit[0], min(span, hit[1])
-
-
-def _dir_pml4(e: int) -> int:
-    return TABLE if e & PG_V else INVALID
 
 
 def _native(_ident) -> bool:

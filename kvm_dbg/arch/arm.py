@@ -6,29 +6,9 @@ from __future__ import annotations
 import errno
 from typing import Iterator, Optional, Tuple
 
-from ..elfcore import PhysSegments, read_phdrs
 from ..errors import KvmError
-from ..pagetable import (
-    INVALID,
-    LEAF,
-    TABLE,
-    FlatRoot,
-    Level,
-    PageTable,
-    TableRoot,
-    Untranslatable,
-)
-from .base import (
-    VM_PROT_EXECUTE,
-    VM_PROT_READ,
-    VM_PROT_WRITE,
-    ArchSpec,
-    Backend,
-    KvmPage,
-    host_is,
-    register,
-    untranslatable,
-)
+from ..pagetable import INVALID, LEAF, TABLE, Level, PageTable, TableRoot, Untranslatable
+from .base import ArchSpec, ElfPhysBackend, KvmPage, Prot, host_is, if_clear, if_set, register
 from .minidump_common import MinidumpBackend
 
 EM_ARM = 40
@@ -44,15 +24,8 @@ L1_TABLE_SIZE = 0x4000
 _4G = 1 << 32
 
 
-def _prot(e: int, v4: bool) -> int:
-    p = VM_PROT_READ
-    if v4:
-        return p | (VM_PROT_WRITE if e & L2_S_PROT_W else 0)
-    if not e & PTE2_RO:
-        p |= VM_PROT_WRITE
-    if not e & PTE2_NX:
-        p |= VM_PROT_EXECUTE
-    return p
+PROT_V4 = Prot(write=if_set(L2_S_PROT_W))
+PROT_V6 = Prot(write=if_clear(PTE2_RO), execute=if_clear(PTE2_NX))
 
 
 class ArmMinidump(MinidumpBackend):
@@ -76,12 +49,12 @@ class ArmMinidump(MinidumpBackend):
         mmu = h["mmuformat"] or MMU_V6        # 0: "safe default as 1K pages are not used"
         self.v4 = mmu == MMU_V4
         self.format += " (ARMv4)" if self.v4 else " (ARMv6)"
+        self.prot = PROT_V4 if self.v4 else PROT_V6
         self.kernbase = h["kernbase"]
         # A 64 KiB entry maps (frame + (va & 0xffff)): libkvm's "convert to 4K".
-        levels = [Level(12, 0, self._classify, _l2_frame, f"{self.fn}: pte not valid", 4,
-                        _l2_size)]
-        self.pt = PageTable(FlatRoot(self.kernbase, self.pmap.get, self.pmap.count), levels,
-                            self.order, self.phys)
+        self.pt = self.flat_pagetable([Level(12, 0, self._classify, _l2_frame,
+                                             f"{self.fn}: pte not valid", 4, _l2_size)],
+                                      self.order)
 
     def _check_dump_avail(self) -> None:
         """arm's v2 writers store 64-bit pairs; reject anything else (formats.md §2.2)."""
@@ -100,18 +73,11 @@ class ArmMinidump(MinidumpBackend):
             raise Untranslatable(f"{self.fn}: pte not supported")
         return LEAF
 
-    @untranslatable
-    def kvatop(self, va: int) -> Tuple[int, int]:
-        if va >= self.kernbase:
-            pa, _ = self.pt.translate(va)
-            return self.phys_to_offset(va, pa)
-        raise self.not_minidumped(va)
-
     def walk_pages(self) -> Optional[Iterator[KvmPage]]:
         return self._walk()
 
     def _walk(self) -> Iterator[KvmPage]:
-        get, kb = self.pmap.get, self.kernbase
+        get, kb, prot = self.pmap.get, self.kernbase, self.prot
         for idx in range(self.pmap.count):
             e = get(idx)
             t = e & 3
@@ -119,7 +85,7 @@ class ArmMinidump(MinidumpBackend):
                 continue
             va = kb + (idx << 12)
             pa = (e & L2_L_FRAME) + (va & 0xF000) if t == L2_TYPE_L else e & L2_S_FRAME
-            yield self.page(pa, va, 0, _prot(e, self.v4), 4096, self.index.find(pa))
+            yield self.page(pa, va, 0, prot(e), 4096, self.index.find(pa))
 
 
 # -- ELF full dump ----------------------------------------------------------
@@ -146,17 +112,14 @@ def _l2_size(e: int) -> int:
     return 0x10000 if e & 3 == L2_TYPE_L else 0x1000
 
 
-class ArmElf(Backend):
+class ArmElf(ElfPhysBackend):
     """Physical ELF dump translated through the kernel's L1 table (formats.md §6.5)."""
 
     arch = "arm"
-    format = "ELF full dump"
 
     def __init__(self, core, kernel, resolve) -> None:
         super().__init__(core, kernel, resolve)
-        _ident, segs = read_phdrs(core, kernel)
-        self.segs = PhysSegments(core, segs)
-        delta = next((s for s in segs if s.type == PT_DUMP_DELTA), None)
+        delta = next((s for s in self.phdrs if s.type == PT_DUMP_DELTA), None)
         if delta is not None:
             kernbase, physaddr = delta.vaddr, delta.paddr
         else:
@@ -179,25 +142,14 @@ class ArmElf(Backend):
         self.pt = PageTable(TableRoot(l1), levels, self.order, self.phys,
                             lambda pa: "_arm_kvatop: pread")
 
-    def phys(self, pa: int, size: int) -> Optional[bytes]:
-        hit = self.segs.find(pa)
-        if hit is None or hit[1] < size:
-            return None
-        return self.core.mm[hit[0]:hit[0] + size]
-
     def fail(self, va: int, hard: str = "") -> KvmError:
         return KvmError(f"Invalid address ({va:x})", hard=hard or None, errno=errno.EFAULT,
                         address=va)
 
-    @untranslatable
     def kvatop(self, va: int) -> Tuple[int, int]:
         if va >= _4G:
             raise self.fail(va)
-        pa, span = self.pt.translate(va)
-        hit = self.segs.find(pa)
-        if hit is None:
-            raise self.fail(va)
-        return hit[0], min(span, hit[1])
+        return super().kvatop(va)
 
 
 def _native(ident) -> bool:

@@ -14,12 +14,46 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, List, Optional, Tuple
 
 from ..corefile import CoreFile
+from ..elfcore import PhysSegments, Segment, read_phdrs
 from ..elfkernel import ElfIdent
 from ..errors import KvmError, invalid_address
-from ..pagetable import Untranslatable
+from ..pagetable import PageTable, Untranslatable
 
 VM_PROT_READ, VM_PROT_WRITE, VM_PROT_EXECUTE = 1, 2, 4
 LIBKVM_WALK_PAGES_VERSION = 2
+
+#: A ``Prot`` rule: (mask, wanted) grants the right when ``bool(e & mask) == wanted``.
+Rule = Tuple[int, bool]
+ALWAYS: Rule = (0, False)
+NEVER: Rule = (0, True)
+
+
+def if_set(mask: int) -> Rule:
+    """Granted when any bit of ``mask`` is set."""
+    return (mask, True)
+
+
+def if_clear(mask: int) -> Rule:
+    """Granted when no bit of ``mask`` is set."""
+    return (mask, False)
+
+
+class Prot:
+    """An architecture's VM_PROT_* of a page-table entry, as data: one rule per right."""
+
+    __slots__ = ("fixed", "tests")
+
+    def __init__(self, read: Rule = ALWAYS, write: Rule = NEVER, execute: Rule = NEVER) -> None:
+        rules = ((VM_PROT_READ, read), (VM_PROT_WRITE, write), (VM_PROT_EXECUTE, execute))
+        self.fixed = sum(bit for bit, (mask, want) in rules if not mask and not want)
+        self.tests = tuple((bit, mask, want) for bit, (mask, want) in rules if mask)
+
+    def __call__(self, e: int) -> int:
+        p = self.fixed
+        for bit, mask, want in self.tests:
+            if (e & mask != 0) is want:
+                p |= bit
+        return p
 
 
 @dataclass(frozen=True)
@@ -70,12 +104,16 @@ class Backend:
     def fail(self, va: int, hard: str = "") -> KvmError:
         return invalid_address(va, hard or None)
 
+    def lookup(self, name: str) -> Optional[int]:
+        """A symbol's value, or None (whatever the caller's resolver raises)."""
+        try:
+            return self.resolve(name)
+        except Exception:  # noqa: BLE001 - a caller's resolver may raise anything
+            return None
+
     def need(self, name: str, message: str) -> int:
         """A symbol the format needs at open, or the libkvm error."""
-        try:
-            value = self.resolve(name)
-        except Exception:  # noqa: BLE001 - a caller's resolver may raise anything
-            value = None
+        value = self.lookup(name)
         if value is None:
             raise KvmError(message, path=self.core.path)
         return value
@@ -96,6 +134,38 @@ def untranslatable(fn):
     wrapper.__name__ = fn.__name__
     wrapper.__doc__ = fn.__doc__
     return wrapper
+
+
+class ElfPhysBackend(Backend):
+    """A full physical-memory ELF dump translated through the kernel's page
+    table: subclasses find the table and set ``self.pt``."""
+
+    format = "ELF full dump"
+    #: libkvm's hard message when a translated address is not in the dump
+    not_in_dump = ""
+    pt: PageTable
+    phdrs: List[Segment]
+
+    def __init__(self, core: CoreFile, kernel: ElfIdent,
+                 resolve: Callable[[str], Optional[int]]) -> None:
+        super().__init__(core, kernel, resolve)
+        _ident, self.phdrs = read_phdrs(core, kernel)
+        self.segs = PhysSegments(core, self.phdrs)
+
+    def phys(self, pa: int, size: int) -> Optional[bytes]:
+        """``size`` bytes at a physical address inside one segment, or None."""
+        hit = self.segs.find(pa)
+        if hit is None or hit[1] < size:
+            return None
+        return self.core.mm[hit[0]:hit[0] + size]
+
+    @untranslatable
+    def kvatop(self, va: int) -> Tuple[int, int]:
+        pa, span = self.pt.translate(va)
+        hit = self.segs.find(pa)
+        if hit is None:
+            raise self.fail(va, self.not_in_dump)
+        return hit[0], min(span, hit[1])
 
 
 # -- registry -------------------------------------------------------------

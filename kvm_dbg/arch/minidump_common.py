@@ -20,6 +20,7 @@ from ..minidump import (
     parse_dump_avail,
     parse_header,
 )
+from ..pagetable import FlatRoot, Level, PageTable, Untranslatable
 from .base import Backend, KvmPage
 
 
@@ -36,6 +37,10 @@ class MinidumpBackend(Backend):
     entsize = 8                     # pmap entry size
     bitmap_word_bits = 64
     fn = "_minidump_vatop"          # libkvm function name used in hard messages
+    #: VM_PROT_* of a kernel-map leaf entry (a ``base.Prot``); None: no page walker
+    prot: Optional[Callable[[int], int]] = None
+    kernbase: int
+    pt: PageTable
 
     def __init__(self, core: CoreFile, kernel: ElfIdent,
                  resolve: Callable[[str], Optional[int]]) -> None:
@@ -122,9 +127,85 @@ class MinidumpBackend(Backend):
     def not_minidumped(self, va: int) -> KvmError:
         return self.fail(va, f"{self.fn}: virtual address 0x{va:x} not minidumped")
 
-    def offset_or_none(self, pa: int) -> Optional[int]:
-        off = self.index.find(pa)
-        return off
+    # -- the kernel map: a flat pmap section from kernbase -------------------
+    def flat_pagetable(self, levels: Sequence[Level], order: str = "little") -> PageTable:
+        """The page table rooted in the pmap section, entry 0 mapping kernbase."""
+        return PageTable(FlatRoot(self.kernbase, self.pmap.get, self.pmap.count), levels,
+                         order, self.phys, self.missing_table)
+
+    def missing_table(self, pa: int) -> str:
+        """libkvm's hard message for a page-table page not in the dump."""
+        return ""
+
+    def kmap_offset(self, va: int) -> Tuple[int, int]:
+        """``kvatop`` through the kernel page table ``self.pt``, libkvm's errors."""
+        try:
+            pa, _span = self.pt.translate(va)
+        except Untranslatable as u:
+            raise self.fail(va, u.hard) from None
+        return self.phys_to_offset(va, pa)
+
+    def kvatop(self, va: int) -> Tuple[int, int]:
+        """Kernel map only (arm, i386); formats with a direct map override."""
+        if va >= self.kernbase:
+            return self.kmap_offset(va)
+        raise self.not_minidumped(va)
+
+    def kmap_pages(self, dmapbase: Optional[int] = None) -> Iterator[KvmPage]:
+        """A page record per kernel-map leaf; kp_dmap_vaddr is ``dmapbase + pa``
+        (libkvm does not subtract dmapphys), or 0 without a ``dmapbase``."""
+        prot, find, page = self.prot, self.index.find, self.page
+        for va, pa, size, e in self.pt.leaves():
+            yield page(pa, va, 0 if dmapbase is None else dmapbase + pa, prot(e), size,
+                       find(pa))
 
     def walk_pages(self) -> Optional[Iterator[KvmPage]]:
-        return None
+        return None if self.prot is None else self.kmap_pages()
+
+
+class DirectMapMinidump(MinidumpBackend):
+    """A minidump whose header describes a direct map [dmapbase, dmapend) of
+    physical memory from dmapphys beside the kernel map (amd64, arm64, riscv).
+
+    Subclasses set ``levels()`` (their kernel map) and ``prot``; ``dmap_first``
+    says whether libkvm tries the direct map before the kernel map (arm64,
+    riscv) or only below kernbase (amd64)."""
+
+    dmap_first = True
+
+    def setup(self) -> None:
+        h = self.hdr
+        self.kernbase, self.dmapbase, self.dmapend = h["kernbase"], h["dmapbase"], h["dmapend"]
+        self.dmapphys = h.get("dmapphys", 0)
+        self.pt = self.flat_pagetable(self.levels())
+
+    def levels(self) -> Sequence[Level]:
+        """The kernel map's levels below the pmap section."""
+        raise NotImplementedError
+
+    def kvatop(self, va: int) -> Tuple[int, int]:
+        if self.dmapbase <= va < self.dmapend and (self.dmap_first or va < self.kernbase):
+            pa = va - self.dmapbase + self.dmapphys
+            off = self.index.find(pa)        # hot path: phys_to_offset inlined
+            n = self.page_size - (pa & (self.page_size - 1))
+            if off is not None and off + n <= self.core.size:
+                return off, n
+            return self.phys_to_offset(va, pa, dmap=True)
+        if va >= self.kernbase:
+            return self.kmap_offset(va)
+        raise self.not_minidumped(va)
+
+    def kvatop_run(self, va: int, size: int) -> Tuple[int, int]:
+        if self.dmapbase <= va < self.dmapend and (self.dmap_first or va < self.kernbase):
+            return self.dmap_run(va, va - self.dmapbase + self.dmapphys,
+                                 min(size, self.dmapend - va))
+        return self.kvatop(va)
+
+    @property
+    def direct_map(self) -> Optional[Tuple[int, int, int, Callable[[int], Optional[int]]]]:
+        if not self.dmap_first and self.kernbase < self.dmapend:
+            return None          # the kernel map wins over part of the direct map
+        return (self.dmapbase, self.dmapend, self.dmapphys, self.index.find)
+
+    def walk_pages(self) -> Optional[Iterator[KvmPage]]:
+        return self.kmap_pages(self.dmapbase)

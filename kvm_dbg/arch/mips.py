@@ -7,20 +7,11 @@ from __future__ import annotations
 
 import errno
 import sys
-from typing import Iterator, Optional, Tuple
+from typing import Tuple
 
 from ..errors import KvmError
-from ..pagetable import INVALID, LEAF, FlatRoot, Level, PageTable
-from .base import (
-    VM_PROT_EXECUTE,
-    VM_PROT_READ,
-    VM_PROT_WRITE,
-    ArchSpec,
-    KvmPage,
-    host_is,
-    register,
-    untranslatable,
-)
+from ..pagetable import Level, leaf_if
+from .base import ALWAYS, ArchSpec, Prot, host_is, if_clear, register
 from .minidump_common import MinidumpBackend
 
 EM_MIPS = 8
@@ -77,28 +68,24 @@ class MipsMinidump(MinidumpBackend):
         self.format += f" ({abi})"
         self.kernbase = self.hdr["kernbase"]
         self.segments = SEGMENTS[self._class]
-        mask, self.ro_bit = PTE[self.pte_bits]
-        self.pt = PageTable(
-            FlatRoot(self.kernbase, self.pmap.get, self.pmap.count),
-            [Level(12, 0, lambda e: LEAF if e & PTE_V else INVALID,
-                   lambda e: ((e & mask) >> 6) << 12, f"{self.fn}: pte not valid",
-                   self.pte_bits // 8)],
-            self.order, self.phys)
+        mask, ro = PTE[self.pte_bits]
+        self.prot = Prot(write=if_clear(ro), execute=ALWAYS)
+        self.pt = self.flat_pagetable(
+            [Level(12, 0, leaf_if(PTE_V), lambda e: ((e & mask) >> 6) << 12,
+                   f"{self.fn}: pte not valid", self.pte_bits // 8)],
+            self.order)
 
-    @untranslatable
     def kvatop(self, va: int) -> Tuple[int, int]:
         page = va & ~0xFFF
         for start, end, mask in self.segments:
             if start <= page < end:
                 return self.phys_to_offset(va, (page & mask) | (va & 0xFFF))
         if page >= self.kernbase:
-            pa, _ = self.pt.translate(va)
-            return self.phys_to_offset(va, pa)
+            return self.kmap_offset(va)
         # libkvm returns here without the soft "invalid address" message.
         raise KvmError(f"{self.fn}: virtual address 0x{page:x} not minidumped",
                        errno=errno.EFAULT, address=va)
 
-    @untranslatable
     def kvatop_run(self, va: int, size: int) -> Tuple[int, int]:
         off, avail = self.kvatop(va)        # exact libkvm errors for the first page
         for start, end, mask in self.segments:
@@ -112,12 +99,6 @@ class MipsMinidump(MinidumpBackend):
         """KSEG0 (the segment the kernel image and its variables live in)."""
         start, end, _mask = self.segments[-2]
         return (start, end, 0, self.index.find)
-
-    def walk_pages(self) -> Optional[Iterator[KvmPage]]:
-        ro = self.ro_bit
-        return (self.page(pa, va, 0, VM_PROT_READ | VM_PROT_EXECUTE |
-                          (0 if e & ro else VM_PROT_WRITE), size, self.index.find(pa))
-                for va, pa, size, e in self.pt.leaves())
 
 
 def _native(ident) -> bool:

@@ -15,16 +15,7 @@ from typing import Iterator, Optional, Tuple
 
 from ..errors import KvmError
 from ..pagetable import INVALID, LEAF, TABLE, FlatRoot, Level, PageTable, Untranslatable
-from .base import (
-    VM_PROT_EXECUTE,
-    VM_PROT_READ,
-    VM_PROT_WRITE,
-    ArchSpec,
-    KvmPage,
-    host_is,
-    register,
-    untranslatable,
-)
+from .base import ArchSpec, KvmPage, Prot, host_is, if_set, register, untranslatable
 from .minidump_common import MinidumpBackend
 
 EM_PPC64 = 21
@@ -44,7 +35,14 @@ LPTEH_B_MASK = 0xC000000000000000
 AVA_VSID_MASK, AVA_PAGE_MASK = 0x3FFFFFFFFFFFF000, 0xF80
 PTEL_PA_MASK, PTEL_LP_PA_MASK = 0x0FFFFFFFFFFFF000, 0x0FFFFFFFFF000000
 LPTEL_RW, LPTEL_NOEXEC = 0x2, 0x4
+HPT_PROT = Prot(write=if_set(LPTEL_RW), execute=if_set(LPTEL_NOEXEC))  # sic: libkvm's inversion
 MAX_SEGMENTS = 1 << 24          # sanity bound on header-derived segment counts
+HPT_SCAN_PTES = 1 << 16         # PTEs per block of the walk's bulk scan (1 MiB of table)
+# Byte -> 0/1 tables for that scan (bytes 0-7 of a big-endian PTE high word).
+_BIT0 = bytes(b & 1 for b in range(256))
+_NOT_1 = bytes(int(b != 1) for b in range(256))
+_LOW6 = bytes(int(b & 0x3F != 0) for b in range(256))
+_NOT_FF = bytes(int(b != 0xFF) for b in range(256))
 _VSID_INV = pow(0x13BB, -1, 1 << 36)
 
 
@@ -87,13 +85,7 @@ def _radix_frame(shift: int):
     return frame
 
 
-def _radix_prot(e: int) -> int:
-    p = VM_PROT_READ if e & (EAA_R | EAA_W) else 0
-    if e & EAA_W:
-        p |= VM_PROT_WRITE
-    if e & EAA_X:
-        p |= VM_PROT_EXECUTE
-    return p
+RADIX_PROT = Prot(read=if_set(EAA_R | EAA_W), write=if_set(EAA_W), execute=if_set(EAA_X))
 
 
 class Powerpc64Minidump(MinidumpBackend):
@@ -207,7 +199,7 @@ class Powerpc64Minidump(MinidumpBackend):
             va |= self.dmapbase
             if va < self.kernbase:
                 continue
-            yield self.page(pa, va, self.dmapbase + pa, _radix_prot(e), size,
+            yield self.page(pa, va, self.dmapbase + pa, RADIX_PROT(e), size,
                             self.index.find(pa))
 
     # -- HPT ------------------------------------------------------------------
@@ -307,33 +299,49 @@ class Powerpc64Minidump(MinidumpBackend):
             h = ~h & HASH_MASK
         return ea | (((h ^ (vsid & HASH_MASK)) << b) & ~ESID_MASK & M64)
 
+    def _hpt_kernel_ptes(self) -> Iterator[Tuple[int, int, int]]:
+        """(ptex, hi, lo) of each valid, non-VRMA PTE whose VSID has the kernel
+        bit, in table order: the walk's candidates.  The scan runs in C a block
+        at a time, one byte of each PTE per pass, so Python work follows the
+        candidates, not the table size (hostile tables included)."""
+        mm, base, n = self.core.mm, self.pmap_off, self.nptegs * 8
+        unpack = struct.Struct(">QQ").unpack_from
+
+        def column(start: int, end: int, byte: int, table: bytes) -> int:
+            return int.from_bytes(mm[start + byte:end:16].translate(table), "little")
+
+        for first in range(0, n, HPT_SCAN_PTES):
+            k = min(HPT_SCAN_PTES, n - first)
+            start, end = base + first * 16, base + (first + k) * 16
+            # LPTEH_VALID: bit 0 of byte 7; KERNEL_VSID_BIT (hi bit 48): bit 0 of byte 1.
+            hits = column(start, end, 7, _BIT0) & column(start, end, 1, _BIT0)
+            if not hits:
+                continue
+            # Not VSID_VRMA ((hi & AVA_VSID_MASK) >> 24): bits 24-48 set, 49-61 clear.
+            hits &= (column(start, end, 1, _NOT_1) | column(start, end, 0, _LOW6) |
+                     column(start, end, 2, _NOT_FF) | column(start, end, 3, _NOT_FF) |
+                     column(start, end, 4, _NOT_FF))
+            if not hits:
+                continue
+            marks = hits.to_bytes(k, "little")
+            j = marks.find(1)
+            while j >= 0:
+                hi, lo = unpack(mm, start + j * 16)
+                yield first + j, hi, lo
+                j = marks.find(1, j + 1)
+
     def _hpt_walk(self) -> Iterator[KvmPage]:
-        mm, base = self.core.mm, self.pmap_off
-        n = self.nptegs * 8
-        step = 4096
-        for chunk in range(0, n, step):
-            k = min(step, n - chunk)
-            words = struct.unpack_from(f">{2 * k}Q", mm, base + chunk * 16)
-            for j in range(k):
-                hi = words[2 * j]
-                if not hi & LPTEH_VALID:
-                    continue
-                vsid = (hi & AVA_VSID_MASK) >> 12
-                if not vsid & KERNEL_VSID_BIT or vsid >> 12 == VSID_VRMA:
-                    continue
-                ea = self._hpt_ea(hi, chunk + j)
-                if ea is None:
-                    # libkvm: "slb_vsid_search: segment not found for VSID" ends the walk
-                    return
-                lo = words[2 * j + 1]
-                if hi & LPTEH_BIG:
-                    pa, size, off = lo & PTEL_LP_PA_MASK, 1 << 24, None
-                else:
-                    pa, size = lo & PTEL_PA_MASK, 4096
-                    off = self.index.find(pa)
-                prot = VM_PROT_READ | (VM_PROT_WRITE if lo & LPTEL_RW else 0) | \
-                    (VM_PROT_EXECUTE if lo & LPTEL_NOEXEC else 0)   # sic: libkvm's inversion
-                yield self.page(pa, ea, self.dmapbase + pa, prot, size, off)
+        for ptex, hi, lo in self._hpt_kernel_ptes():
+            ea = self._hpt_ea(hi, ptex)
+            if ea is None:
+                # libkvm: "slb_vsid_search: segment not found for VSID" ends the walk
+                return
+            if hi & LPTEH_BIG:
+                pa, size, off = lo & PTEL_LP_PA_MASK, 1 << 24, None
+            else:
+                pa, size = lo & PTEL_PA_MASK, 4096
+                off = self.index.find(pa)
+            yield self.page(pa, ea, self.dmapbase + pa, HPT_PROT(lo), size, off)
 
 
 register(ArchSpec("powerpc64 minidump", "powerpc64", 64, EM_PPC64, True, Powerpc64Minidump,
