@@ -163,32 +163,30 @@ def _number(args: List[str], usage: str) -> int:
         raise MonitorError(f"usage: {usage}") from None
 
 
-def cmd_proc(target: Target, args: List[str]) -> str:
-    v = _number(args, "proc PID|ADDRESS")
+def _select(target: Target, args: List[str], kind: str, attrs: tuple,
+            by_number: Callable[[int], Any]) -> str:
+    """kgdb's ``proc``/``tid``: a number, or a kernel address of the structure;
+    answers ``RID TID NAME`` of the thread to switch to."""
+    v = _number(args, f"{kind} {'PID' if kind == 'proc' else 'TID'}|ADDRESS")
     if v >= _kernstart(target):
-        t = next((t for t in target.threads
-                  if _get(t.obj, "proc_addr", "proc_address", "paddr") == v), None)
+        t = next((t for t in target.threads if _get(t.obj, *attrs) == v), None)
+        what = "proc" if kind == "proc" else "thread"
         if t is None:
-            raise MonitorError("invalid proc address")
+            raise MonitorError(f"invalid {what} address")
     else:
-        t = target.find_pid(v)
+        t = by_number(v)
         if t is None:
-            raise MonitorError("invalid pid")
+            raise MonitorError("invalid pid" if kind == "proc" else "invalid tid")
     return f"{t.rid:x} {t.tid} {t.name}\n"
+
+
+def cmd_proc(target: Target, args: List[str]) -> str:
+    return _select(target, args, "proc", ("proc_addr", "proc_address", "paddr"),
+                   target.find_pid)
 
 
 def cmd_tid(target: Target, args: List[str]) -> str:
-    v = _number(args, "tid TID|ADDRESS")
-    if v >= _kernstart(target):
-        t = next((t for t in target.threads
-                  if _get(t.obj, "td_addr", "address", "addr") == v), None)
-        if t is None:
-            raise MonitorError("invalid thread address")
-    else:
-        t = target.find_tid(v)
-        if t is None:
-            raise MonitorError("invalid tid")
-    return f"{t.rid:x} {t.tid} {t.name}\n"
+    return _select(target, args, "tid", ("td_addr", "address", "addr"), target.find_tid)
 
 
 def cmd_unwind_elf(target: Target, args: List[str]) -> str:
