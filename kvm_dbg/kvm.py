@@ -68,7 +68,8 @@ class Kvm:
         self.program: Optional[str] = None
         self._cache: dict = {}
         self._mm = None
-        self._dmap = None
+        # Direct-map fast path: (first VA, end VA, VA - PA, pa -> offset, file size, mmap).
+        self._dmap: tuple = (0, 0, 0, None, 0, None)
         self._lock = threading.Lock()
         self._kstate_cache: dict = {}
 
@@ -141,7 +142,7 @@ class Kvm:
         dm = getattr(self.backend, "direct_map", None)
         if dm is not None:
             start, end, pa_base, find = dm
-            self._dmap = (start, end, start - pa_base, find, self.core.size)
+            self._dmap = (start, end, start - pa_base, find, self.core.size, self.core.mm)
 
     # -- symbols ----------------------------------------------------------
     def _resolve(self, name: str) -> Optional[int]:
@@ -201,27 +202,22 @@ class Kvm:
         """Exactly ``size`` bytes of kernel memory at ``addr``; KvmError names the
         first unreadable address."""
         o = addr & (_PAGE - 1)
-        if o + size <= _PAGE and size >= 0 and addr >= 0:
-            page = addr - o
-            hit = self._cache.get(page)
-            if hit is None:
-                # Uncached single-page read: the direct map needs no page-table
-                # walk, only the physical index (the hottest path of all).
-                dm = self._dmap
-                off = None
-                if dm is not None and dm[0] <= page < dm[1]:
-                    off = dm[3](page - dm[2])
-                if off is not None and off + _PAGE <= dm[4]:
-                    hit = (off, _PAGE)
-                    cache = self._cache
-                    if len(cache) >= _CACHE_MAX:
-                        cache.clear()
-                    cache[page] = hit
-                else:
+        if o + size <= _PAGE and size >= 0:
+            # Direct map: the physical index alone gives the offset (about a
+            # microsecond), so these reads skip the page cache's bookkeeping.
+            lo, hi, delta, find, fsize, mm = self._dmap
+            if lo <= addr < hi:
+                off = find(addr - delta)
+                if off is not None and off + size <= fsize:
+                    return mm[off:off + size]
+            elif addr >= 0:
+                page = addr - o
+                hit = self._cache.get(page)
+                if hit is None:
                     hit = self._page(addr)
-            if o + size <= hit[1]:
-                off = hit[0] + o
-                return self._mm[off:off + size]
+                if o + size <= hit[1]:
+                    off = hit[0] + o
+                    return self._mm[off:off + size]
         data, err = self._read_loop(addr, size)
         if err is not None:
             raise err
