@@ -218,29 +218,28 @@ class PhysIndex:
         bshift, bmask_w = _BLOCK_SHIFT, _BLOCK - 1
         page, pshift, nbits = self.page, self.pshift, self.nbits
         sh = self._wshift
+        wbyte_shift = sh - 3
         bmask = (1 << sh) - 1
         pmask = page - 1
         popcount = _popcount
-        ranges = tuple(self.ranges) or ((0, nbits, 0),)
+        # (first page, end page, bit = page - delta), ends clipped to the bitmap.
+        ranges = tuple((first, min(first + count, first - adj + nbits), first - adj)
+                       for first, count, adj in (self.ranges or [(0, nbits, 0)]))
 
         def find(pa: int) -> Optional[int]:
             pn = pa >> pshift
-            for first, count, adj in ranges:
-                if first <= pn < first + count:
-                    bit = pn - first + adj
+            for first, end, delta in ranges:
+                if first <= pn < end:
+                    bit = pn - delta
                     break
             else:
                 return None
-            if bit >= nbits:
-                return None
             wi = bit >> sh
-            word = unpack(mm, base + (wi << sh >> 3))[0]
+            word = unpack(mm, base + (wi << wbyte_shift))[0]
             b = bit & bmask
             if not word >> b & 1:
                 return None
-            blk = blocks[wi >> bshift]
-            if blk is None:
-                blk = block(wi >> bshift)
+            blk = blocks[wi >> bshift] or block(wi >> bshift)
             off = sparse + (blk[wi & bmask_w] + popcount(word & ((1 << b) - 1))) * page
             if off >= size:
                 return None          # truncated dump: the page never made it to disk
