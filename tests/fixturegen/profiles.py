@@ -252,6 +252,26 @@ def i386(fmt: str, version: int, options: Dict[str, object]) -> Profile:
     return pr
 
 
+def map_kernel_image(pr: Profile, kb: int, pa: int, span: int, page: int,
+                     label: str) -> int:
+    """The kernel image as one large mapping at ``kb`` (probes named ``label``:
+    inside, crossing, last bytes, an unpopulated page) followed by four
+    populated data pages that hold the kernel variables; returns their PA."""
+    m = pr.m
+    pr.text_va = kb
+    m.map(kb, pa, span, RWX, populate=(0, 1, -1))
+    pr.point(label, kb + 0x345, 0x40)
+    pr.point(f"{label}_cross", kb + page - 8, 16)
+    pr.point(f"{label}_last", kb + span - 8, 8)
+    pr.point(f"{label}_unpopulated", kb + 5 * page, 8)
+    data_pa = pa + span
+    for i in range(4):
+        m.map(kb + span + i * page, data_pa + i * page, page, RW)
+        m.populate(data_pa + i * page)
+    _kernel_vars(pr, kb + span, [])
+    return data_pa
+
+
 # ------------------------------------------------------------------------ arm64
 def arm64(fmt: str, version: int, options: Dict[str, object]) -> Profile:
     p = 16384 if (version >= 3 and int(options.get("page_flag", 0)) == 1) else 4096
@@ -261,17 +281,7 @@ def arm64(fmt: str, version: int, options: Dict[str, object]) -> Profile:
     pr = Profile(m, version=VERSION % b"arm64.aarch64", hz=int(options.get("hz", 1000)))
     l2 = p * (p // 8)
     kb, base = ARM64["VM_MIN"], ram[0][0]
-    pr.text_va = kb
-    m.map(kb, base, l2, RWX, populate=(0, 1, -1))
-    pr.point("l2_block", kb + 0x345, 0x40)
-    pr.point("l2_block_cross", kb + p - 8, 16)
-    pr.point("l2_block_last", kb + l2 - 8, 8)
-    pr.point("l2_block_unpopulated", kb + 5 * p, 8)
-    data_pa = base + l2
-    for i in range(4):
-        m.map(kb + l2 + i * p, data_pa + i * p, p, RW)
-        m.populate(data_pa + i * p)
-    _kernel_vars(pr, kb + l2, [])
+    data_pa = map_kernel_image(pr, kb, base, l2, p, "l2_block")
     pr.bss_size = p - K4
     pr.abs_syms["kernbase"] = kb
     kva = kb + 2 * l2

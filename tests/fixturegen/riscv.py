@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Tuple
 
-from .machine import EXECUTE, G1, K4, M2, READ, RW, RWX, WRITE
+from .machine import EXECUTE, G1, K4, M2, READ, RW, WRITE
 from .multiarch import (
     XMachine,
     XSpec,
@@ -26,7 +26,7 @@ from .multiarch import (
     write_kernel_x,
     write_minidump_x,
 )
-from .profiles import _kernel_vars, ram_specials
+from .profiles import map_kernel_image, ram_specials
 
 EM_RISCV = 243
 KERNBASE = 0xFFFFFFC000000000      # KERNBASE == VM_MIN_KERNEL_ADDRESS
@@ -53,18 +53,7 @@ def profile(fmt: str, version: int, options: Dict[str, object]):
                  xspec=XSpec("riscv", 64, True, EM_RISCV, b"minidump FreeBSD/riscv",
                              KERNBASE))
     pr = new_profile(m, b"riscv.riscv64", 1000)
-    img = DMAP_PHYS + M2
-    pr.text_va = KERNBASE
-    m.map(KERNBASE, img, M2, RWX, populate=(0, 1, -1))
-    pr.point("l2_super", KERNBASE + 0x345, 0x40)
-    pr.point("l2_super_cross", KERNBASE + K4 - 8, 16)
-    pr.point("l2_super_last", KERNBASE + M2 - 8, 8)
-    pr.point("l2_super_unpopulated", KERNBASE + 5 * K4, 8)
-    data_pa = img + M2
-    for i in range(4):
-        m.map(KERNBASE + M2 + i * K4, data_pa + i * K4, K4, RW)
-        m.populate(data_pa + i * K4)
-    _kernel_vars(pr, KERNBASE + M2, [])
+    data_pa = map_kernel_image(pr, KERNBASE, DMAP_PHYS + M2, M2, K4, "l2_super")
     pr.abs_syms["kernbase"] = KERNBASE
     kva = KERNBASE + 2 * M2
     kmap_pages(pr, kva, data_pa + 0x40000)
