@@ -12,33 +12,17 @@ import os
 import select
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from typing import Dict, List, Optional
 
-from . import ERROR_PREFIX, READY_PREFIX
+from .interpreter import InterpreterError, choose, server_pythonpath
+from .messages import ERROR_PREFIX, READY_PREFIX
 from .symbols import write_symbol_file
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class LaunchError(Exception):
     """The server could not start; the message is one line for the user."""
-
-
-def server_python() -> str:
-    """The interpreter for the child: $KVM_DBG_PYTHON, the host's pythonX.Y, or python3."""
-    env = os.environ.get("KVM_DBG_PYTHON")
-    if env:
-        return env
-    v = sys.version_info
-    for cand in (sys.executable,
-                 os.path.join(sys.base_exec_prefix, "bin", f"python{v.major}.{v.minor}"),
-                 os.path.join(sys.base_exec_prefix, "bin", "python3")):
-        if cand and os.path.isfile(cand) and os.access(cand, os.X_OK):
-            return cand
-    return shutil.which("python3") or "python3"
 
 
 def elf_info(path: str) -> Optional[Dict[str, int]]:
@@ -98,10 +82,26 @@ class ServerProcess:
         self.kernel = kernel
         self.core = core
         self.writable = writable
+        self._err_seen = 0
 
     @property
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def new_errors(self) -> List[str]:
+        """Error lines the server printed since the last call (internal errors
+        while answering the debugger): what the adapter must show the user."""
+        path = os.path.join(self.workdir, "server.err")
+        try:
+            with open(path, "rb") as f:
+                f.seek(self._err_seen)
+                data = f.read()
+        except OSError:
+            return []
+        end = data.rfind(b"\n") + 1
+        self._err_seen += end
+        lines = data[:end].decode("utf-8", "replace").splitlines()
+        return [ln[len(ERROR_PREFIX):] for ln in lines if ln.startswith(ERROR_PREFIX)]
 
     def close(self, timeout: float = 3.0) -> None:
         """Stop the child (stdin EOF, then SIGTERM, then SIGKILL) and clean up."""
@@ -148,10 +148,14 @@ def spawn(kernel: str, core: str, symbols: Optional[Dict[str, Optional[int]]] = 
     resolver: names not in it are asked with qSymbol, not read from the ELF
     (``elf_symbols=True`` restores the ELF fallback).
     """
+    pythonpath = server_pythonpath()
+    try:
+        python = python or choose(pythonpath)
+    except InterpreterError as e:
+        raise LaunchError(str(e)) from None
     workdir = tempfile.mkdtemp(prefix="kvm_dbg-")
     sock = os.path.join(workdir, "rsp.sock")
-    args = [python or server_python(), "-m", "kvm_dbg.rsp", kernel, core, "--unix", sock,
-            "--watch-stdin"]
+    args = [python, "-m", "kvm_dbg.rsp", kernel, core, "--unix", sock, "--watch-stdin"]
     if symbols is not None:
         symfile = os.path.join(workdir, "symbols.json")
         write_symbol_file(symfile, symbols)
@@ -161,9 +165,7 @@ def spawn(kernel: str, core: str, symbols: Optional[Dict[str, Optional[int]]] = 
     if writable:
         args.append("--writable")
     args += extra_args or []
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (REPO_ROOT, env.get("PYTHONPATH", "")) if p)
+    env = dict(os.environ, PYTHONPATH=pythonpath)
     err = open(os.path.join(workdir, "server.err"), "wb")
     try:
         proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
