@@ -9,7 +9,7 @@ answers.  Errors are :class:`AdapterError` with a message for the user.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Dict, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Type
 
 OPEN_USAGE = "usage: kvm-open [-w] [KERNEL] CORE"
 NOT_OPEN = "no dump is open (use kvm-open [KERNEL] CORE)"
@@ -62,13 +62,15 @@ def already_open(server: Any, req: OpenRequest) -> None:
                            "kvm-close first")
 
 
-def lookup_symbols(names: List[str], lookup: Callable[[str], Optional[int]]) -> Dict[str, Any]:
-    """``{name: address or None}`` using the debugger's ``lookup``."""
+def lookup_symbols(names: List[str], lookup: Callable[[str], Optional[int]],
+                   not_found: Tuple[Type[BaseException], ...] = ()) -> Dict[str, Any]:
+    """``{name: address or None}`` using the debugger's ``lookup``; the
+    exceptions in ``not_found`` (gdb's ``gdb.error``) mean "no such symbol"."""
     table: Dict[str, Any] = {}
     for name in names:
         try:
             table[name] = lookup(name)
-        except Exception:  # a debugger lookup failing means "not found"
+        except not_found:
             table[name] = None
     return table
 
@@ -166,7 +168,16 @@ def close_dump(state: Dict[str, Any]) -> None:
         server.close()
     kvm, state["kvm"] = state.get("kvm"), None
     if kvm is not None:
-        try:
-            kvm.close()
-        except Exception:  # closing a descriptor must not stop the shutdown
-            pass
+        kvm.close()
+
+
+def open_messages(text_of: Callable[[str], str]) -> List[str]:
+    """What ``kvm-open`` prints once connected: the unread message buffer, the
+    panic string and the dump's warnings (kernel state it could not read),
+    each fetched with ``text_of(command)`` (a server query)."""
+    return [text_of(cmd) for cmd in ("unread", "panic", "warnings")]
+
+
+def internal_error(e: BaseException) -> str:
+    """The one line shown for an exception nobody planned for (a bug)."""
+    return f"internal error: {type(e).__name__}: {one_line(e)}"

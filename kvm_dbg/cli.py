@@ -122,8 +122,9 @@ def cmd_kld(args) -> Any:
 
 def cmd_nlist(args) -> Any:
     with _open_one(args) as kd:
-        return {name: (None if (v := kd.lookup(name)) is None else f"0x{v:x}")
-                for name in args.symbols}
+        symbols = {name: (None if (v := kd.lookup(name)) is None else f"0x{v:x}")
+                   for name in args.symbols}
+        return {"symbols": symbols, "warnings": report.warnings(kd)}
 
 
 def cmd_read(args) -> Any:
@@ -131,11 +132,16 @@ def cmd_read(args) -> Any:
         raise UsageError(f"bad length {args.length}")
     with _open_one(args) as kd:
         data = kd.read(args.address, args.length)
+        warnings = report.warnings(kd)
+    out: Dict[str, Any] = {"address": f"0x{args.address:x}", "length": len(data)}
     if args.output:
         with open(args.output, "wb") as f:
             f.write(data)
-        return {"address": f"0x{args.address:x}", "length": len(data), "output": args.output}
-    return {"address": f"0x{args.address:x}", "length": len(data), "hex": data.hex()}
+        out["output"] = args.output
+    else:
+        out["hex"] = data.hex()
+    out["warnings"] = warnings
+    return out
 
 
 def cmd_triage(args) -> Any:
@@ -165,7 +171,8 @@ def cmd_triage(args) -> Any:
         groups.setdefault(key, []).append(r["core"])
     summary = [{"signature": k, "count": len(v), "cores": v}
                for k, v in sorted(groups.items(), key=lambda kv: -len(kv[1]))]
-    return {"dumps": reports, "summary": summary}
+    warnings = [f"{r['core']}: {w}" for r in reports for w in r.get("warnings", [])]
+    return {"dumps": reports, "summary": summary, "warnings": warnings}
 
 
 def cmd_serve(args) -> Any:
@@ -216,36 +223,8 @@ def _hexdump(addr: int, data: bytes) -> str:
 
 
 def _text_info(r: Dict[str, Any]) -> str:
-    return "\n".join(f"{k + ':':<20} {'-' if v is None else v}" for k, v in r.items())
-
-
-def _text_threads(rows: List[Dict[str, Any]]) -> str:
-    out = [f"{'TID':>8} {'PID':>6} {'CPU':>4}  NAME"]
-    for t in rows:
-        cpu = "-" if t["oncpu"] is None else t["oncpu"]
-        out.append(f"{t['tid']:>8} {t['pid']:>6} {cpu:>4}  {t['name']}")
-        for i, f in enumerate(t.get("backtrace", [])):
-            out.append(f"{'':>21}#{i:<2} {f['pc']:>18}  {f['symbol']}")
-    return "\n".join(out)
-
-
-def _text_ps(rows: List[Dict[str, Any]]) -> str:
-    out = [f"{'PID':>6} {'PPID':>6} {'STATE':<10} {'THR':>4} {'ADDRESS':>18}  COMM"]
-    for p in rows:
-        ppid = "-" if p["ppid"] is None else p["ppid"]
-        state = "-" if p["state"] is None else p["state"]
-        pid = "?" if p["pid"] is None else p["pid"]
-        out.append(f"{pid:>6} {ppid:>6} {state!s:<10} {p['nthreads']:>4} "
-                   f"{p['address']:>18}  {p['comm']}")
-    return "\n".join(out)
-
-
-def _text_kld(rows: List[Dict[str, Any]]) -> str:
-    out = [f"{'ADDRESS':>18} {'SIZE':>10}  NAME  PATH"]
-    for k in rows:
-        out.append(f"{k['address']:>18} {k['size'] if k['size'] is not None else '-':>10}  "
-                   f"{k['name']}  {k['path'] or ''}")
-    return "\n".join(out)
+    return "\n".join(f"{k + ':':<20} {'-' if v is None else v}" for k, v in r.items()
+                     if k != "warnings")
 
 
 def _text_triage_one(r: Dict[str, Any]) -> str:
@@ -257,8 +236,9 @@ def _text_triage_one(r: Dict[str, Any]) -> str:
                                           else "   (WARNING: does not match the dump)"),
            f"format:    {r['arch']} {r['format']}",
            f"version:   {(r['version'] or 'unknown').splitlines()[0]}",
-           f"uptime:    {'unknown' if up is None else f'{up} s'}",
            f"panic:     {r['panic'] or '(no panic string)'}"]
+    if up is not None:
+        out.insert(-1, f"uptime:    {_duration(up)}")
     ct = r["crashed_thread"]
     if ct:
         out.append(f"crashed:   {ct['name']} (tid {ct['tid']})")
@@ -283,8 +263,18 @@ def _text_triage(r: Dict[str, Any]) -> str:
     return body + "\n\nsummary:\n" + "\n".join(table)
 
 
+def _duration(seconds: float) -> str:
+    """``3d 4h 5m 6s (273906 s)`` as uptime(1) would count it."""
+    s = int(seconds)
+    d, rest = divmod(s, 86400)
+    h, rest = divmod(rest, 3600)
+    m, sec = divmod(rest, 60)
+    parts = [f"{d}d"] * bool(d) + [f"{h}h"] * bool(d or h) + [f"{m}m"] * bool(d or h or m)
+    return " ".join(parts + [f"{sec}s"]) + (f" ({seconds:g} s)" if s >= 60 else "")
+
+
 def _text_nlist(r: Dict[str, Any]) -> str:
-    return "\n".join(f"{k:<32} {v or 'not found'}" for k, v in r.items())
+    return "\n".join(f"{k:<32} {v or 'not found'}" for k, v in r["symbols"].items())
 
 
 def _text_read(r: Dict[str, Any]) -> str:
@@ -298,7 +288,8 @@ def _text_dmesg(r: Dict[str, Any]) -> str:
 
 
 TEXT: Dict[str, Callable[[Any], str]] = {
-    "info": _text_info, "threads": _text_threads, "ps": _text_ps, "kld": _text_kld,
+    "info": _text_info, "threads": lambda r: report.text_threads(r["threads"]),
+    "ps": lambda r: report.text_procs(r["procs"]), "kld": lambda r: report.text_klds(r["klds"]),
     "triage": _text_triage, "nlist": _text_nlist, "read": _text_read, "dmesg": _text_dmesg,
 }
 
@@ -390,8 +381,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 130
     if getattr(args, "json", False):
         print(json.dumps(result, indent=2))
-    else:
-        print(TEXT[args.cmd](result))
+        return 0
+    print(TEXT[args.cmd](result))
+    if args.cmd != "triage" and result.get("warnings"):     # triage prints its own
+        sys.stdout.flush()
+        sys.stderr.write(report.text_warnings(result["warnings"]) + "\n")
     return 0
 
 

@@ -12,7 +12,6 @@ import errno
 import os
 import stat
 import sys
-import threading
 from typing import Callable, Iterator, List, Optional
 
 from .arch.base import KvmPage, probe
@@ -70,8 +69,6 @@ class Kvm:
         self._mm = None
         # Direct-map fast path: (first VA, end VA, VA - PA, pa -> offset, file size, mmap).
         self._dmap: tuple = (0, 0, 0, None, 0, None)
-        self._lock = threading.Lock()
-        self._kstate_cache: dict = {}
 
     # -- opening ----------------------------------------------------------
     @classmethod
@@ -148,10 +145,9 @@ class Kvm:
     def _resolve(self, name: str) -> Optional[int]:
         """The descriptor's resolver: the caller's, else the kernel's ELF symbols."""
         if self.resolver is not None:
-            try:
-                value = self.resolver(name)
-            except Exception:  # noqa: BLE001 - a caller's resolver may raise anything
-                return None
+            # None means "no such symbol"; whatever the resolver raises is its
+            # failure, not an answer, and reaches the caller unchanged.
+            value = self.resolver(name)
             return None if value is None else int(value)
         if self.kernel is None:
             return None

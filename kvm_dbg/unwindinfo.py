@@ -21,6 +21,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
+from .errors import KvmError
 from .kstate import archdata
 from .kstate.archdata import ArchInfo, TrapLayout
 from .kstate.unwind import _lookup, _trap_sp_adjust, is_trap_function
@@ -131,7 +132,7 @@ def collect(kvm: Any, threads: Optional[Iterable[Any]] = None,
 def _readable(kvm: Any, pc: int) -> bool:
     try:
         return len(kvm.read(pc, 1)) == 1
-    except Exception:  # any read error: not in the dump
+    except KvmError:  # not in the dump
         return False
 
 

@@ -105,11 +105,8 @@ class Backend:
         return invalid_address(va, hard or None)
 
     def lookup(self, name: str) -> Optional[int]:
-        """A symbol's value, or None (whatever the caller's resolver raises)."""
-        try:
-            return self.resolve(name)
-        except Exception:  # noqa: BLE001 - a caller's resolver may raise anything
-            return None
+        """A symbol's value, or None if the resolver does not know it."""
+        return self.resolve(name)
 
     def need(self, name: str, message: str) -> int:
         """A symbol the format needs at open, or the libkvm error."""
@@ -211,11 +208,9 @@ def probe(kernel: ElfIdent, is_minidump: bool) -> Optional[ArchSpec]:
 def _load_all() -> None:
     if REGISTRY:
         return
-    from . import amd64, arm64, i386  # noqa: F401  (registration side effects)
-    try:
-        from . import others  # noqa: F401
-    except ImportError:
-        pass
+    # Registration side effects; a module that fails to import is a broken
+    # installation, reported as such, never "unsupported architecture".
+    from . import amd64, arm, arm64, i386, mips, powerpc, powerpc64, riscv  # noqa: F401
 
 
 # -- host identity for the "native" predicates ----------------------------

@@ -1,7 +1,9 @@
 """Defensive reads through a Kvm: None instead of exceptions, plus warnings.
 
-Everything in ``kstate`` reads untrusted kernel memory; these helpers turn
-every failure into ``None`` so walks can stop cleanly with a partial result.
+Everything in ``kstate`` reads untrusted kernel memory; these helpers turn a
+failed read (``KvmError``: the address is not in the dump) into ``None`` so
+walks stop cleanly with a partial result.  Nothing else is caught: a bug, a
+missing module or a resolver's own failure propagates.
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 
 from ..errors import KvmError
 
-#: Errors a corrupted dump (or a fake kvm in tests) may raise on a read.
-READ_ERRORS = (KvmError, OSError, ValueError, OverflowError, IndexError, KeyError)
+#: What a read of a corrupted or incomplete dump raises.
+READ_ERRORS = (KvmError,)
 
 
 def warn(kvm: Any, message: str) -> None:
@@ -22,11 +24,8 @@ def warn(kvm: Any, message: str) -> None:
 
 
 def lookup(kvm: Any, name: str) -> Optional[int]:
-    """Symbol address or None (never raises)."""
-    try:
-        return kvm.lookup(name)
-    except READ_ERRORS:
-        return None
+    """Symbol address or None when the kernel does not have it."""
+    return kvm.lookup(name)
 
 
 def read(kvm: Any, addr: int, size: int) -> Optional[bytes]:
@@ -73,11 +72,6 @@ def read_cstring(kvm: Any, addr: Optional[int], maxlen: int) -> Optional[bytes]:
     if not data:
         return None
     return data.split(b"\0", 1)[0]
-
-
-def symbol_int(kvm: Any, name: str, size: int = 4, signed: bool = True) -> Optional[int]:
-    """The value of an integer kernel global read through the dump, or None."""
-    return read_int(kvm, lookup(kvm, name), size, signed)
 
 
 def decode_text(raw: Optional[bytes]) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from ..errors import invalid_address
 from . import archdata
 from .archdata import ArchInfo
 from .memory import int_map, lookup, read, read_partial, read_ptr
@@ -84,7 +85,7 @@ class _ReaderMem:
     def read(self, addr: int, size: int) -> bytes:
         data = self._read(addr, size)
         if data is None or len(data) < size:
-            raise OSError(f"cannot read 0x{addr:x}")
+            raise invalid_address(addr + (len(data) if data else 0))
         return bytes(data[:size])
 
     def read_partial(self, addr: int, size: int) -> bytes:
@@ -112,7 +113,9 @@ def caller_registers(arch_name: str, regs: Dict[str, int],
     names: rip/rsp/rbp, pc/sp/fp...), ``read(addr, n)`` returns bytes or
     None, ``function_at(pc)`` gives ``(name, start)`` for trap-frame
     detection.  Returns the caller's registers (same rules as :func:`unwind`)
-    or None when the chain ends.  Never raises.
+    or None when the chain ends.  ``read`` answers None for memory it cannot
+    read; anything it or ``function_at`` raises propagates (a debugger error
+    is not the end of a stack).
     """
     arch = archdata.arch_info(arch_name)
     if arch is None or arch.pc not in regs:
@@ -121,10 +124,7 @@ def caller_registers(arch_name: str, regs: Dict[str, int],
     syms = _FunctionAt(function_at) if function_at else None
     cur = Frame(regs[arch.pc], regs.get(arch.sp), regs.get(arch.fp) if arch.fp else None,
                 dict(regs))
-    try:
-        nxt = _step(mem, arch, trap_key, cur, syms, depth)
-    except Exception:  # a debugger's reader or resolver may raise anything
-        return None
+    nxt = _step(mem, arch, trap_key, cur, syms, depth)
     return None if nxt is None else dict(nxt.regs)
 
 

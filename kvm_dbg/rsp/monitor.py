@@ -1,8 +1,8 @@
 """Text answers to ``monitor`` (qRcmd) and ``qKvm`` queries: ps, dmesg, info, kld...
 
-The output mimics kgdb/ps where a convention exists.  Adapters (gdb, lldb)
-print it or parse it; the library objects are read defensively because
-the kernel-state layer may lack fields on old kernels.
+Tables come from :mod:`kvm_dbg.report` (the CLI prints the same ones).  Bad
+data in the dump shows as warnings (``info``, ``warnings``); a dump that
+cannot be read somewhere gives a :class:`MonitorError` with the reason.
 """
 
 from __future__ import annotations
@@ -10,10 +10,13 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Dict, List
 
+from .. import report
+from ..errors import KvmError
 from .target import Target
 
 HELP = """kvm_dbg monitor commands:
-  info          dump summary: architecture, kernel, version, panic string
+  info          dump summary: architecture, kernel, version, panic string, warnings
+  warnings      what the dump could not give, and why (empty when all is well)
   ps            processes (pid, ppid, state, threads, comm)
   threads       threads (tid, pid, cpu, name)
   dmesg         the whole kernel message buffer
@@ -34,100 +37,68 @@ class MonitorError(Exception):
     """A command failed; the message is printed to the user as is."""
 
 
-def _get(obj: Any, *names: str, default: Any = None) -> Any:
-    for n in names:
-        v = obj.get(n) if isinstance(obj, dict) else getattr(obj, n, None)
-        if v is not None:
-            return v() if callable(v) and not isinstance(v, type) else v
-    return default
-
-
-def _hex(v: Any) -> str:
-    return f"0x{v:x}" if isinstance(v, int) else str(v)
+def _reading(what: str, fn: Callable[[], Any]) -> Any:
+    """``fn()``; a dump that cannot be read there becomes a MonitorError."""
+    try:
+        return fn()
+    except KvmError as e:
+        raise MonitorError(f"cannot {what}: {e}") from None
 
 
 def panic_string(target: Target) -> str:
-    try:
-        info = target.kvm.panic_info()
-    except Exception:
-        return ""
-    if info is None:
-        return ""
-    if isinstance(info, (str, bytes)):
-        return info.decode(errors="replace") if isinstance(info, bytes) else info
-    return str(_get(info, "panicstr", "message", "text", default="") or "")
+    return target.kvm.panic_info().panicstr or ""
 
 
-def _msgbuf(target: Target) -> Any:
-    try:
-        return target.kvm.msgbuf()
-    except Exception as e:
-        raise MonitorError(f"cannot read the message buffer: {e}") from None
+def _lines(text: str) -> str:
+    return text if not text or text.endswith("\n") else text + "\n"
 
 
 def cmd_info(target: Target, _args: List[str]) -> str:
     kvm = target.kvm
-    lines = [f"architecture: {kvm.arch} ({target.byteorder}-endian, {target.ptrsize * 8}-bit)"]
-    for label, attr in (("kernel", "kernel_path"), ("core", "core_path"), ("format", "format")):
-        v = getattr(kvm, attr, None)
+    lines = [f"architecture: {kvm.arch} ({target.byteorder}-endian, {target.ptrsize * 8}-bit)",
+             f"kernel: {kvm.kernel_path}", f"core: {kvm.core_path}", f"format: {kvm.format}"]
+    pinfo = kvm.panic_info()
+    for label in ("version", "osrelease", "osreldate", "hostname"):
+        v = getattr(pinfo, label)
         if v:
-            lines.append(f"{label}: {v}")
-    try:
-        pinfo = kvm.panic_info()
-    except Exception:
-        pinfo = None
-    if pinfo is not None and not isinstance(pinfo, (str, bytes)):
-        for label in ("version", "osrelease", "osreldate", "hostname"):
-            v = _get(pinfo, label)
-            if v:
-                lines.append(f"{label}: {str(v).strip()}")
-        if _get(pinfo, "version_mismatch"):
-            lines.append("warning: the kernel file's version differs from the dump's")
-    p = panic_string(target)
-    lines.append(f"panic: {p}" if p else "panic: (no panic string)")
-    crashed = target.current
-    lines.append(f"threads: {len(target.threads)}; crashed thread: {crashed.tid} {crashed.name}")
-    return "\n".join(lines) + "\n"
+            lines.append(f"{label}: {str(v).strip()}")
+    lines.append(f"panic: {pinfo.panicstr}" if pinfo.panicstr else "panic: (no panic string)")
+    if target.placeholder:
+        lines.append("threads: none found in the dump (memory only)")
+    else:
+        crashed = target.current
+        lines.append(f"threads: {len(target.threads)}; crashed thread: {crashed.tid} "
+                     f"{crashed.name}")
+    return _lines("\n".join(lines + [cmd_warnings(target, [])]).rstrip("\n"))
+
+
+def cmd_warnings(target: Target, _args: List[str]) -> str:
+    """Every warning so far (kernel state the dump could not give), then any
+    internal errors the server hit while answering the debugger."""
+    items = report.warnings(target.kvm)
+    items += [f"server error: {e}" for e in target.errors]
+    return _lines(report.text_warnings(items))
 
 
 def cmd_ps(target: Target, _args: List[str]) -> str:
-    try:
-        procs = list(target.kvm.procs())
-    except Exception as e:
-        raise MonitorError(f"cannot list processes: {e}") from None
-    out = [f"{'PID':>6} {'PPID':>6} {'STATE':<10} {'THR':>4} {'ADDRESS':>18}  COMM"]
-    for p in procs:
-        nthr = _get(p, "nthreads", "numthreads")
-        if nthr is None:
-            thr = _get(p, "threads")
-            nthr = len(thr) if isinstance(thr, (list, tuple)) else ""
-        out.append(f"{_get(p, 'pid', default='?'):>6} {_get(p, 'ppid', default='-'):>6} "
-                   f"{str(_get(p, 'state', default='-')):<10} {nthr:>4} "
-                   f"{_hex(_get(p, 'address', 'addr', 'paddr', default='-')):>18}  "
-                   f"{_get(p, 'comm', 'name', default='?')}")
-    return "\n".join(out) + "\n"
+    rows = _reading("list processes", lambda: report.procs(target.kvm))["procs"]
+    return _lines(report.text_procs(rows))
 
 
 def cmd_threads(target: Target, _args: List[str]) -> str:
-    out = [f"{'TID':>8} {'PID':>6} {'CPU':>4}  NAME"]
-    for t in target.threads:
-        cpu = "-" if t.oncpu < 0 else str(t.oncpu)
-        out.append(f"{t.tid:>8} {'' if t.pid is None else t.pid:>6} {cpu:>4}  {t.name}")
-    return "\n".join(out) + "\n"
+    rows = report.threads(target.kvm, rows=target.kthreads)["threads"]
+    return _lines(report.text_threads(rows))
 
 
 def cmd_dmesg(target: Target, _args: List[str]) -> str:
-    text = _get(_msgbuf(target), "text", default="") or ""
-    return text if not text or text.endswith("\n") else text + "\n"
+    return _lines(_reading("read the message buffer", target.kvm.msgbuf).text)
 
 
 def cmd_unread(target: Target, _args: List[str]) -> str:
-    text = _get(_msgbuf(target), "unread", default="") or ""
+    text = _reading("read the message buffer", target.kvm.msgbuf).unread
     if not text:
         return ""
-    if not text.endswith("\n"):
-        text += "\n"
-    return f"\nUnread portion of the kernel message buffer:\n{text}\n"
+    return f"\nUnread portion of the kernel message buffer:\n{_lines(text)}\n"
 
 
 def cmd_panic(target: Target, _args: List[str]) -> str:
@@ -136,18 +107,8 @@ def cmd_panic(target: Target, _args: List[str]) -> str:
 
 
 def cmd_kld(target: Target, _args: List[str]) -> str:
-    try:
-        klds = list(target.kvm.klds())
-    except Exception as e:
-        raise MonitorError(f"cannot list kernel modules: {e}") from None
-    out = [f"{'ADDRESS':>18} {'SIZE':>10}  NAME  PATH"]
-    for k in klds:
-        size = _get(k, "size", default="")
-        name = _get(k, "name", "filename", default="?")
-        out.append(f"{_hex(_get(k, 'address', 'addr', default='-')):>18} "
-                   f"{_hex(size) if size != '' else '':>10}  {name}"
-                   f"  {_get(k, 'path', 'pathname', default='')}")
-    return "\n".join(out) + "\n"
+    rows = _reading("list kernel modules", lambda: report.klds(target.kvm))["klds"]
+    return _lines(report.text_klds(rows))
 
 
 def _kernstart(target: Target) -> int:
@@ -163,13 +124,14 @@ def _number(args: List[str], usage: str) -> int:
         raise MonitorError(f"usage: {usage}") from None
 
 
-def _select(target: Target, args: List[str], kind: str, attrs: tuple,
+def _select(target: Target, args: List[str], kind: str, attr: str,
             by_number: Callable[[int], Any]) -> str:
     """kgdb's ``proc``/``tid``: a number, or a kernel address of the structure;
     answers ``RID TID NAME`` of the thread to switch to."""
     v = _number(args, f"{kind} {'PID' if kind == 'proc' else 'TID'}|ADDRESS")
     if v >= _kernstart(target):
-        t = next((t for t in target.threads if _get(t.obj, *attrs) == v), None)
+        t = next((t for t in target.threads
+                  if t.obj is not None and getattr(t.obj, attr) == v), None)
         what = "proc" if kind == "proc" else "thread"
         if t is None:
             raise MonitorError(f"invalid {what} address")
@@ -181,12 +143,11 @@ def _select(target: Target, args: List[str], kind: str, attrs: tuple,
 
 
 def cmd_proc(target: Target, args: List[str]) -> str:
-    return _select(target, args, "proc", ("proc_addr", "proc_address", "paddr"),
-                   target.find_pid)
+    return _select(target, args, "proc", "proc_addr", target.find_pid)
 
 
 def cmd_tid(target: Target, args: List[str]) -> str:
-    return _select(target, args, "tid", ("td_addr", "address", "addr"), target.find_tid)
+    return _select(target, args, "tid", "td_addr", target.find_tid)
 
 
 def cmd_unwind_elf(target: Target, args: List[str]) -> str:
@@ -224,8 +185,9 @@ def _private_dir() -> str:
 
 
 COMMANDS: Dict[str, Callable[[Target, List[str]], str]] = {
-    "info": cmd_info, "ps": cmd_ps, "threads": cmd_threads, "dmesg": cmd_dmesg,
-    "unread": cmd_unread, "panic": cmd_panic, "kld": cmd_kld, "proc": cmd_proc, "tid": cmd_tid,
+    "info": cmd_info, "warnings": cmd_warnings, "ps": cmd_ps, "threads": cmd_threads,
+    "dmesg": cmd_dmesg, "unread": cmd_unread, "panic": cmd_panic, "kld": cmd_kld,
+    "proc": cmd_proc, "tid": cmd_tid,
     "unwind-elf": cmd_unwind_elf, "help": lambda _t, _a: HELP,
 }
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 from xml.sax.saxutils import quoteattr
 
+from ..errors import KvmError
+
 
 @dataclass(frozen=True)
 class Reg:
@@ -144,7 +146,7 @@ def regset_for(arch: str) -> RegSet:
     try:
         return REGSETS[arch]
     except KeyError:
-        raise ValueError(f"no register description for architecture {arch!r}") from None
+        raise KvmError(f"no register description for architecture {arch!r}") from None
 
 
 def target_xml(rs: RegSet, with_generic: bool = True) -> str:

@@ -95,8 +95,8 @@ def serve_socket(sock: socket.socket, factory: SessionFactory,
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             try:
                 run_session(factory(), _receiver(conn), conn.sendall)
-            except Exception:  # a broken client must not stop the listener
-                log.exception("session failed")
+            except OSError as e:  # a client that went away must not stop the listener
+                log.info("session ended: %s", e)
         if once:
             return
 

@@ -3,8 +3,7 @@
 A debugger adapter looks these names up with the debugger's own symbol
 machinery (so relocations the debugger knows about apply) and hands them to
 the server in a JSON file (``--symbols FILE``: ``{"name": address, ...}``).
-The list is the library's (``kvm_dbg.RESOLVER_SYMBOLS``) when it exports one;
-this module's copy is the fallback and the single place to extend it here.
+``RESOLVER_SYMBOLS`` is that list: the one place to extend it.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from typing import Callable, Dict, Iterable, List, Optional
 
 Resolver = Callable[[str], Optional[int]]
 
-_FALLBACK_SYMBOLS: List[str] = [
+RESOLVER_SYMBOLS: List[str] = [
     # translation / dump formats
     "kernbase", "KERNBASE", "KPML4phys", "IdlePTD", "IdlePDPT", "pae_mode", "IdlePTD_nopae",
     "IdlePDPT_nopae", "tramp_idleptd", "kernel_l1pa", "physaddr", "vm_maxuser_address",
@@ -44,14 +43,7 @@ _FALLBACK_SYMBOLS: List[str] = [
 
 def resolver_symbols() -> List[str]:
     """The names a debugger should resolve before the server opens the dump."""
-    try:
-        import kvm_dbg
-        names = getattr(kvm_dbg, "RESOLVER_SYMBOLS", None)
-    except Exception:  # the library may be half-installed; the fallback still works
-        names = None
-    merged = list(names) if names else []
-    merged += [n for n in _FALLBACK_SYMBOLS if n not in merged]
-    return merged
+    return list(RESOLVER_SYMBOLS)
 
 
 class SymbolTable:

@@ -1,8 +1,13 @@
 """The server's view of an opened dump: threads with RSP ids, registers, memory.
 
-Wraps a ``kvm_dbg.Kvm`` (or anything with the same methods) and caches the
-thread list once, so every packet sees a consistent snapshot.  Nothing here
-knows about packets.
+Wraps a ``kvm_dbg.Kvm`` and takes the thread list once, so every packet sees
+a consistent snapshot.  Nothing here knows about packets.
+
+A dump whose thread list is empty (a kernel without ``allproc`` or the
+offsets to walk it, a corrupt list: ``kvm.warnings`` says which) is served
+as one placeholder thread so that memory stays readable in the debugger.
+Its name says what it is, and its only register is a zero pc: gdb refuses a
+remote target whose stop pc is unavailable ("PC register is not available").
 """
 
 from __future__ import annotations
@@ -10,7 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from .regs import RegSet, reg_value, regset_for
+from ..errors import KvmError
+from .regs import RegSet, regset_for
+
+#: Name of the stand-in thread of a dump without threads (never a made-up kernel thread).
+PLACEHOLDER_NAME = "(no threads: kvm-info says why)"
 
 
 @dataclass
@@ -24,14 +33,7 @@ class TargetThread:
     oncpu: int
     registers: Dict[str, int] = field(default_factory=dict)
     pid: Optional[int] = None
-    obj: Any = None
-
-
-def _thread_list(kvm: Any) -> List[Any]:
-    try:
-        return list(kvm.threads())
-    except Exception:  # a dump without a usable thread list still serves memory
-        return []
+    obj: Any = None                   # the kstate KThread (None for the placeholder)
 
 
 class Target:
@@ -41,39 +43,39 @@ class Target:
         self.kvm = kvm
         self.writable = writable
         self.regset: RegSet = regset_for(kvm.arch)
-        self.byteorder: str = getattr(kvm, "byteorder", "little")
-        self.ptrsize: int = int(getattr(kvm, "ptrsize", 8))
+        self.byteorder: str = kvm.byteorder
+        self.ptrsize: int = kvm.ptrsize
         self.threads: List[TargetThread] = []
         self.by_rid: Dict[int, TargetThread] = {}
+        self.placeholder = False
+        #: Internal errors hit while answering packets (bugs, shown by kvm-info).
+        self.errors: List[str] = []
         self.reload()
 
     def reload(self) -> None:
         """Rebuild the thread snapshot (the crashed thread first)."""
-        raw = _thread_list(self.kvm)
         used: set = set()
         threads: List[TargetThread] = []
-        for i, t in enumerate(raw):
-            tid = int(getattr(t, "tid", 0) or 0)
-            rid = tid if 0 < tid < 0x7FFFFFFF and tid not in used else 0
-            if not rid:
-                rid = 0x7FFF0000 + i
+        for i, t in enumerate(self.kvm.threads()):
+            rid = t.tid if 0 < t.tid < 0x7FFFFFFF and t.tid not in used else 0x7FFF0000 + i
             used.add(rid)
-            oncpu = getattr(t, "oncpu", -1)
             threads.append(TargetThread(
-                rid=rid, tid=tid, name=str(getattr(t, "name", "") or f"tid {tid}"),
-                crashed=bool(getattr(t, "crashed", False)),
-                oncpu=-1 if oncpu is None else int(oncpu),
-                registers=dict(getattr(t, "registers", None) or {}),
-                pid=getattr(t, "pid", None), obj=t))
-        if not threads:
-            threads.append(TargetThread(rid=1, tid=0, name="kernel", crashed=True, oncpu=-1))
+                rid=rid, tid=t.tid, name=t.name, crashed=t.crashed,
+                oncpu=-1 if t.oncpu is None else t.oncpu,
+                registers=dict(t.registers), pid=t.pid, obj=t))
+        self.placeholder = not threads
+        if self.placeholder:
+            pc = self.regset.find_role("pc")
+            threads.append(TargetThread(rid=1, tid=0, name=PLACEHOLDER_NAME, crashed=False,
+                                        oncpu=-1, registers={pc.name: 0} if pc else {}))
         crashed = [t for t in threads if t.crashed]
         self.threads = crashed[:1] + [t for t in threads if t not in crashed[:1]]
         self.by_rid = {t.rid: t for t in self.threads}
-        pc = self.regset.find_role("pc")
-        if pc is not None and reg_value(self.regset, pc, self.current.registers) is None:
-            # gdb refuses a stop whose pc is unavailable: keep memory usable
-            self.current.registers[pc.name] = 0
+
+    @property
+    def kthreads(self) -> List[Any]:
+        """The kstate threads of the snapshot (none for a placeholder)."""
+        return [t.obj for t in self.threads if t.obj is not None]
 
     @property
     def current(self) -> TargetThread:
@@ -84,28 +86,26 @@ class Target:
         return self.by_rid.get(rid)
 
     def find_tid(self, tid: int) -> Optional[TargetThread]:
-        return next((t for t in self.threads if t.tid == tid), None)
+        return next((t for t in self.threads if t.obj is not None and t.tid == tid), None)
 
     def find_pid(self, pid: int) -> Optional[TargetThread]:
-        return next((t for t in self.threads if t.pid == pid), None)
+        return next((t for t in self.threads if t.obj is not None and t.pid == pid), None)
 
     def read(self, addr: int, size: int) -> bytes:
         """The readable prefix of [addr, addr+size); b'' if the first byte is not."""
         if size <= 0:
             return b""
-        try:
-            return bytes(self.kvm.read_partial(addr, size))
-        except Exception:
-            return b""
+        return bytes(self.kvm.read_partial(addr, size))
 
     def write(self, addr: int, data: bytes) -> bool:
+        """Write into the dump (opened writable); False where it has no such page."""
         if not self.writable:
             return False
         try:
             self.kvm.write(addr, data)
-        except Exception:
+        except KvmError:
             return False
         return True
 
     def entry(self) -> int:
-        return int(getattr(self.kvm, "kernel_entry", 0) or 0)
+        return self.kvm.kernel_entry

@@ -49,8 +49,10 @@ def _guard(name: str, fn: Callable[[str, bool], None], arg: str, from_tty: bool)
         raise
     except KeyboardInterrupt:
         raise gdb.GdbError(f"{name}: interrupted") from None
-    except Exception as e:  # never a traceback in front of the user
-        raise gdb.GdbError(f"{name}: {adapter.one_line(e)}") from None
+    except Exception as e:  # noqa: BLE001 - a bug: one line naming it, not a traceback
+        raise gdb.GdbError(f"{name}: {adapter.internal_error(e)}") from None
+    finally:
+        _show_server_errors()
 
 
 def _connected() -> bool:
@@ -108,7 +110,7 @@ def _open(arg: str, from_tty: bool) -> None:
     adapter.check_files(req)
     _set_tdesc(req.kernel)
     _load_kernel(req.kernel, needs_osabi_none(req.kernel))
-    symbols = adapter.lookup_symbols(resolver_symbols(), _lookup)
+    symbols = adapter.lookup_symbols(resolver_symbols(), _lookup, (gdb.error,))
     if not any(v is not None for v in symbols.values()):
         _drop_tdesc()
         raise adapter.AdapterError(
@@ -133,9 +135,8 @@ def _open(arg: str, from_tty: bool) -> None:
             _close()
             raise adapter.AdapterError(f"{req.core}: {adapter.one_line(e)}") from None
         # connected, but the stop frame failed (a thread without registers)
-    _print(_safe_query("unread"))
-    panic = _safe_query("panic")
-    _print(panic)
+    for text in adapter.open_messages(_query):
+        _print(text)
     try:
         gdb.execute("frame")
     except gdb.error as e:  # e.g. a dump without thread registers: memory still works
@@ -205,13 +206,6 @@ def _load_kernel(kernel: str, osabi_none: bool) -> None:
         raise adapter.AdapterError(f"{kernel}: {adapter.one_line(e)}") from None
     finally:
         gdb.execute(f"set confirm {'on' if confirm else 'off'}", to_string=True)
-
-
-def _safe_query(command: str) -> str:
-    try:
-        return _query(command)
-    except adapter.AdapterError:
-        return ""
 
 
 def _last_mem_region() -> Optional[int]:
@@ -335,13 +329,9 @@ def _unwind_setup(kernel: str, symbols: dict) -> None:
     from kvm_dbg.rsp.launch import arch_of_elf
     from kvm_dbg.rsp.regs import regset_for
     arch = arch_of_elf(kernel)
-    try:
-        rs = regset_for(arch or "")
-        with open(kernel, "rb") as f:
-            order = "big" if f.read(6)[5:6] == b"\x02" else "little"
-    except (KeyError, ValueError, OSError):
-        _state["unwind"] = None
-        return
+    rs = regset_for(arch or "")            # the server accepted this kernel: both succeed
+    with open(kernel, "rb") as f:
+        order = "big" if f.read(6)[5:6] == b"\x02" else "little"
     names = {}
     for r in rs.regs:
         for n in (r.name,) + tuple(r.aliases):
@@ -502,10 +492,20 @@ def kvm() -> Any:
 
 
 def _on_exit(*_args: Any) -> None:
+    """Stop the server when gdb exits (gdb may already be tearing down)."""
     try:
         _shutdown()
-    except Exception:
+    except (OSError, gdb.error):
         pass
+
+
+def _show_server_errors(*_args: Any) -> None:
+    """Print internal errors the server hit since the last prompt (a bug
+    answered a debugger packet with E01: never silently)."""
+    server = _state["server"]
+    if server is not None:
+        for line in server.new_errors():
+            gdb.write(f"kvm_dbg: server {line}\n", gdb.STDERR)
 
 
 def register() -> None:
@@ -536,10 +536,12 @@ from the module's load address.  NAME is e.g. zfs.ko or zfs.""", gdb.COMPLETE_NO
     try:
         from gdb.unwinder import register_unwinder  # type: ignore[import-not-found]
         register_unwinder(None, _make_unwinder(), replace=True)
-    except (ImportError, RuntimeError):
-        pass
+    except (ImportError, RuntimeError) as e:
+        gdb.write(f"kvm_dbg: warning: no frame unwinder ({adapter.one_line(e)}): frames "
+                  "without DWARF are unwound by gdb's own heuristics\n", gdb.STDERR)
     if hasattr(gdb.events, "gdb_exiting"):
         gdb.events.gdb_exiting.connect(_on_exit)
+    gdb.events.before_prompt.connect(_show_server_errors)
     import atexit
     atexit.register(_on_exit)
     sys.modules[__name__]._registered = True  # type: ignore[attr-defined]

@@ -33,10 +33,11 @@ from kvm_dbg.adapter import (  # noqa: E402 (needs the path above)
     AdapterError,
     already_open,
     check_files,
+    internal_error,
     kld_loads,
     lookup_symbols,
-    one_line,
     open_descriptor,
+    open_messages,
     parse_open_args,
     parse_thread_reply,
     query,
@@ -217,7 +218,7 @@ def _open(debugger: Any, args: List[str], out: List[str]) -> None:
     already_open(_state["server"], req)
     check_files(req)
     target = _kernel_target(debugger, req.kernel)
-    symbols = lookup_symbols(resolver_symbols(), _lookup(target))
+    symbols = lookup_symbols(resolver_symbols(), _lookup(target))    # lldb's never raises
     server = start_server(req, symbols)
     _state.update(server=server, target=target)
     try:
@@ -229,17 +230,17 @@ def _open(debugger: Any, args: List[str], out: List[str]) -> None:
         _ensure_loaded(debugger, target, req.kernel)
         try:
             _load_unwind_module(debugger, target, req.kernel)
-        except Exception:  # lldb's own unwinding still works without it
-            pass
+        except AdapterError as e:
+            out.append(f"kvm-open: warning: no unwind module ({e}): frames without "
+                       "DWARF are unwound by lldb's own heuristics")
         _select_crashed(proc)
-    except Exception as e:  # leave nothing running behind a failed open
+    except AdapterError as e:  # leave nothing running behind a failed open
         _shutdown()
-        raise AdapterError(f"{req.core}: {one_line(e)}") from None
-    for cmd in ("unread", "panic"):
-        try:
-            out.append(_query(debugger, cmd))
-        except AdapterError:
-            pass
+        raise AdapterError(f"{req.core}: {e}") from None
+    except BaseException:
+        _shutdown()
+        raise
+    out.extend(open_messages(lambda cmd: _query(debugger, cmd)))
     out.append(connected)
 
 
@@ -264,10 +265,7 @@ def _shutdown() -> None:
         server.close()
     kvm_, _state["kvm"] = _state["kvm"], None
     if kvm_ is not None:
-        try:
-            kvm_.close()
-        except Exception:
-            pass
+        kvm_.close()
 
 
 def _text_command(name: str) -> Callable[[Any, List[str], List[str]], None]:
@@ -368,8 +366,11 @@ class _Command:
             result.SetError(f"{self.name}: {e}")
         except KeyboardInterrupt:
             result.SetError(f"{self.name}: interrupted")
-        except Exception as e:  # never a traceback in front of the user
-            result.SetError(f"{self.name}: {one_line(e)}")
+        except Exception as e:  # noqa: BLE001 - a bug: one line naming it, not a traceback
+            result.SetError(f"{self.name}: {internal_error(e)}")
+        server = _state["server"]
+        if server is not None:
+            out += [f"kvm_dbg: server {line}" for line in server.new_errors()]
         text = "".join(s if s.endswith("\n") else s + "\n" for s in out if s)
         if text:
             result.AppendMessage(text.rstrip("\n"))
@@ -421,9 +422,10 @@ def kvm() -> Any:
 
 
 def _on_exit() -> None:
+    """Stop the server when lldb's Python exits."""
     try:
         _shutdown()
-    except Exception:
+    except OSError:
         pass
 
 
