@@ -3,7 +3,7 @@
 Default: a generated amd64 minidump (tests/fixturegen/kernelstate.build_threads:
 2,000 threads in 500 processes, some on stopped CPUs, stacks with trap frames)
 opened with ``kvm_dbg.open``.  ``--fake``: a synthetic dict-backed kvm
-(kvm_dbg.kstate.fakekvm) instead.  ``--kernel/--core``: a real dump.
+(tests/fakedump.py) instead.  ``--kernel/--core``: a real dump.
 
     python benchmarks/bench_threads.py [--threads N] [--arch A] [--fake]
                                        [--kernel K --core C]
@@ -21,15 +21,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from fakedump import FakeDump, FakeKernel  # noqa: E402
+
 from kvm_dbg.kstate import threads  # noqa: E402
-from kvm_dbg.kstate.fakekvm import FakeKernel, FakeKvm  # noqa: E402
 
 TARGET_SECONDS = 1.0
 
 
-def synthetic(nthreads: int, per_proc: int = 4) -> FakeKvm:
+def synthetic(nthreads: int, per_proc: int = 4) -> FakeDump:
     """A fake amd64 kernel with ``nthreads`` threads in processes of ``per_proc``."""
-    kvm = FakeKvm("amd64")
+    kvm = FakeDump("amd64")
     k = FakeKernel(kvm)
     tid = 100000
     for pid in range(nthreads // per_proc):

@@ -88,9 +88,8 @@ def main(argv=None) -> int:
     fx_dir = os.path.join(work, "fixtures")
     for name, arch, fmt, version, opts in H.fixture_cases():
         t = H.fixture_target(name, arch, fmt, version, opts, fx_dir)
-        if t is not None:
-            runners[t.name] = (1.0, _format_step(t, work))
-            runners["kernel:" + name] = (0.3, K.kernel_step(t, work))
+        runners[t.name] = (1.0, _format_step(t, work))
+        runners["kernel:" + name] = (0.3, K.kernel_step(t, work))
     for key, d in _real_dumps(args.cache).items():
         t = H.real_target(d.kernel, d.core, key)
         runners[t.name] = (1.0, _format_step(t, work))

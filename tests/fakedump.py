@@ -1,27 +1,38 @@
-"""A dict-backed stand-in for ``Kvm`` plus a builder that lays out kernel
-structures in it.  For unit tests and benchmarks of ``kstate`` without a dump.
+"""The test double for a dump: ``FakeDump``, sparse memory plus symbols with
+the ``kvm_dbg.Kvm`` surface (kernel state comes from the real ``kstate`` code
+over that memory), and ``FakeKernel``, which lays out kernel structures in it.
 
-Memory is a dict of pages; unmapped pages are holes (reads fail there).
+For unit tests of ``kstate`` and the RSP server, and for benchmarks, where a
+generated dump file would be slower or less precise.  Memory is a dict of
+pages; unmapped pages are holes (reads fail there).  ``store`` builds memory;
+``write`` is the Kvm API (writable dumps, mapped pages only).
 """
 
 from __future__ import annotations
 
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from ..errors import KvmError
-from .archdata import PcbLayout, arch_info
+from kvm_dbg import kstate
+from kvm_dbg.errors import KvmError, invalid_address
+from kvm_dbg.kstate.archdata import PcbLayout, arch_info
+from kvm_dbg.kstate.msgbuf import MSG_MAGIC
 
 PAGE = 4096
 _BIG_ENDIAN = ("powerpc", "powerpc64")
 _PTR4 = ("i386", "arm", "powerpc")
 
 
-class FakeKvm:
-    """Sparse memory + symbols with the ``Kvm`` reading API."""
+class FakeDump:
+    """Sparse memory + symbols with the ``Kvm`` API."""
+
+    format = "fake"
+    kernel_entry = 0xFFFFFFFF80200000
 
     def __init__(self, arch: str = "amd64", byteorder: Optional[str] = None,
-                 ptrsize: Optional[int] = None) -> None:
+                 ptrsize: Optional[int] = None, writable: bool = False) -> None:
         self.arch = arch
+        self.writable = writable
+        self.core_path = f"<fake {arch} dump>"
         self.byteorder = byteorder or ("big" if arch in _BIG_ENDIAN else "little")
         self.ptrsize = ptrsize or (4 if arch in _PTR4 else 8)
         self.pages: Dict[int, bytearray] = {}
@@ -32,7 +43,7 @@ class FakeKvm:
         self.reads = 0
 
     # -- building ---------------------------------------------------------
-    def write(self, addr: int, data: bytes) -> None:
+    def store(self, addr: int, data: bytes) -> None:
         """Store bytes, mapping pages as needed."""
         pos = 0
         while pos < len(data):
@@ -43,7 +54,7 @@ class FakeKvm:
             pos += n
 
     def put_int(self, addr: int, value: int, size: int) -> None:
-        self.write(addr, (value & ((1 << (8 * size)) - 1)).to_bytes(size, self.byteorder))
+        self.store(addr, (value & ((1 << (8 * size)) - 1)).to_bytes(size, self.byteorder))
 
     def put_ptr(self, addr: int, value: int) -> None:
         self.put_int(addr, value, self.ptrsize)
@@ -94,6 +105,31 @@ class FakeKvm:
             raise KvmError(f"{name}: symbol not found")
         return self.syms[name]
 
+    def write(self, addr: int, data: bytes) -> None:
+        """The Kvm API: into mapped pages of a writable dump, all or nothing."""
+        if not self.writable:
+            raise KvmError("kvm_write not implemented for dead kernels")
+        for a in range(addr, addr + len(data)):
+            if a // PAGE not in self.pages:
+                raise invalid_address(a)
+        self.store(addr, data)
+
+    # -- kernel state, as Kvm gives it (the real kstate code) -----------------
+    def threads(self) -> list:
+        return kstate.threads(self)
+
+    def procs(self) -> list:
+        return kstate.procs(self)
+
+    def msgbuf(self) -> kstate.MsgBuf:
+        return kstate.msgbuf(self)
+
+    def klds(self) -> list:
+        return kstate.klds(self)
+
+    def panic_info(self) -> kstate.PanicInfo:
+        return kstate.panic_info(self)
+
 
 # Offsets used by FakeKernel: pointer-aligned for 4- and 8-byte pointers.
 PROC_OFFS = {"p_list": 0, "p_threads": 16, "p_hash": 32, "p_pid": 48, "p_comm": 52}
@@ -114,13 +150,13 @@ def encode_regs(layout: PcbLayout, regs: Dict[str, int], order: str, size: int) 
 
 
 class FakeKernel:
-    """Lays out globals, offset symbols, procs, threads and PCBs in a FakeKvm.
+    """Lays out globals, offset symbols, procs, threads and PCBs in a FakeDump.
 
     Processes are inserted at the head of ``allproc`` (newest first, like the
     kernel); ``data`` holds globals, ``heap`` the allocated structures.
     """
 
-    def __init__(self, kvm: FakeKvm, data: int = 0x1000_0000, heap: int = 0x2000_0000,
+    def __init__(self, kvm: FakeDump, data: int = 0x1000_0000, heap: int = 0x2000_0000,
                  pcb_layout: str = "default", exports: bool = True) -> None:
         self.kvm, self.data, self.heap = kvm, data, heap
         self.arch = arch_info(kvm.arch)
@@ -139,14 +175,14 @@ class FakeKernel:
     def global_(self, name: str, size: int) -> int:
         addr = self.data
         self.data += (size + 15) & ~15
-        self.kvm.write(addr, bytes(size))
+        self.kvm.store(addr, bytes(size))
         self.kvm.define(name, addr)
         return addr
 
     def alloc(self, size: int) -> int:
         addr = self.heap
         self.heap += (size + 63) & ~63
-        self.kvm.write(addr, bytes(size))
+        self.kvm.store(addr, bytes(size))
         return addr
 
     def offset_symbol(self, name: str, value: int) -> None:
@@ -156,7 +192,7 @@ class FakeKernel:
     def pcb(self, regs: Dict[str, int], addr: Optional[int] = None) -> int:
         addr = addr if addr is not None else self.alloc(PCB_SIZE)
         if self.layout is not None:
-            self.kvm.write(addr, encode_regs(self.layout, regs, self.kvm.byteorder, PCB_SIZE))
+            self.kvm.store(addr, encode_regs(self.layout, regs, self.kvm.byteorder, PCB_SIZE))
         return addr
 
     def add_proc(self, pid: int, comm: str,
@@ -167,7 +203,7 @@ class FakeKernel:
         k = self.kvm
         p = self.alloc(PROC_SIZE)
         k.put_int(p + PROC_OFFS["p_pid"], pid, 4)
-        k.write(p + PROC_OFFS["p_comm"], comm.encode()[:19] + b"\0")
+        k.store(p + PROC_OFFS["p_comm"], comm.encode()[:19] + b"\0")
         if head not in k.syms:
             self.global_(head, 16)
         k.put_ptr(p + PROC_OFFS["p_list"], k.read_ptr(k.syms[head]))
@@ -178,7 +214,7 @@ class FakeKernel:
         for tid, name, oncpu, regs in threads:
             td = self.alloc(THREAD_SIZE)
             k.put_int(td + THREAD_OFFS["td_tid"], tid, 4)
-            k.write(td + THREAD_OFFS["td_name"], name.encode()[:19] + b"\0")
+            k.store(td + THREAD_OFFS["td_name"], name.encode()[:19] + b"\0")
             k.put_int(td + THREAD_OFFS["td_oncpu"], oncpu, 4)
             k.put_ptr(td + THREAD_OFFS["td_pcb"], self.pcb(regs))
             k.put_ptr(prev + link, td)
@@ -213,3 +249,27 @@ class FakeKernel:
             self.kvm.put_ptr(fps[i], nxt)
             self.kvm.put_ptr(fps[i] + w, ret)
         return fps[0] if fps else 0
+
+    def string(self, text: str) -> int:
+        """A NUL-terminated string on the heap; returns its address."""
+        raw = text.encode() + b"\0"
+        addr = self.alloc(len(raw))
+        self.kvm.store(addr, raw)
+        return addr
+
+    def panic(self, message: str) -> None:
+        """``panicstr`` pointing at ``message``."""
+        self.kvm.put_ptr(self.global_("panicstr", 16), self.string(message))
+
+    def message_buffer(self, text: str, unread: int) -> None:
+        """``msgbufp`` over a ring holding ``text`` (not wrapped); the last
+        ``unread`` bytes are what syslogd has not read yet (threads.md §10)."""
+        k, w = self.kvm, self.kvm.ptrsize
+        raw = text.encode()
+        ring = self.alloc(len(raw) + 16)
+        k.store(ring, raw)
+        hdr = self.alloc(w + 16)
+        k.put_ptr(hdr, ring)
+        for i, v in enumerate((MSG_MAGIC, len(raw) + 16, len(raw), len(raw) - unread)):
+            k.put_int(hdr + w + 4 * i, v, 4)
+        k.put_ptr(self.global_("msgbufp", 16), hdr)

@@ -10,7 +10,8 @@ Usage in a test module::
 
 The data live in ``<checkout>/../shared/testdata/freebsd-lldb`` (a sibling of
 the checkout in CI).  Tests skip with a clear message when the directory or
-``yaml2obj`` is missing.  Stdlib + pytest only.
+``yaml2obj`` is missing, and fail instead under ``KVM_DBG_REQUIRE_TESTDATA=1``
+(as in CI: see tests/conftest.py).  Stdlib + pytest only.
 """
 
 from __future__ import annotations
@@ -28,6 +29,14 @@ from typing import Callable, Dict
 import pytest
 
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "freebsd-lldb"
+#: Every skip for want of the real dumps starts with this (conftest counts them).
+MISSING_DATA = "real FreeBSD dumps not available"
+
+
+def missing_data(what: object) -> None:
+    """Skip: ``what`` (a path) of the real-dump data set is absent."""
+    pytest.skip(f"{MISSING_DATA}: {what} is absent (the LLVM project's FreeBSD vmcores, "
+                "see ../shared/testdata/freebsd-lldb/README.md)")
 YAML2OBJ_MAX_SIZE = 31457280
 
 
@@ -98,10 +107,10 @@ class _Preparer:
 
     def __call__(self, name: str) -> RealDump:
         if not DATA_DIR.is_dir():
-            pytest.skip(f"real FreeBSD dumps not available: {DATA_DIR} is absent")
+            missing_data(DATA_DIR)
         entry = EXPECTED.get(name + ".bz2")
         if entry is None:
-            pytest.skip(f"{name}: not listed in {DATA_DIR / 'expected.json'}")
+            missing_data(f"{name} in {DATA_DIR / 'expected.json'}")
         with self.lock:
             if name not in self.done:
                 arch = name.split("-")[1]

@@ -40,9 +40,10 @@ def test_reporting_commands_json_match_schema(cmd, real_dump):
     if cmd == "info":
         assert doc["arch"] == real_dump.arch and doc["hz"] == real_dump.expected["hz"]
     if cmd == "threads":
-        assert len(doc) == real_dump.expected["numthread"]
-        assert doc[0]["name"] == real_dump.expected["threads"]["0"]["name"]
-        assert doc[0]["crashed"] is True
+        rows = doc["threads"]
+        assert len(rows) == real_dump.expected["numthread"]
+        assert rows[0]["name"] == real_dump.expected["threads"]["0"]["name"]
+        assert rows[0]["crashed"] is True
     if cmd == "triage":
         exp = real_dump.expected["threads"]["0"]
         assert doc["crashed_thread"]["name"] == exp["name"]
@@ -69,8 +70,8 @@ def test_nlist_and_read(real_dumps):
     _, out, _ = run("nlist", "--json", d.kernel, d.core, "hz", "nonexistent_sym", check=0)
     doc = json.loads(out)
     validate(doc, "nlist")
-    assert doc["nonexistent_sym"] is None
-    hz = doc["hz"]
+    assert doc["symbols"]["nonexistent_sym"] is None
+    hz = doc["symbols"]["hz"]
     _, out, _ = run("read", "--json", d.kernel, d.core, hz, 4, check=0)
     doc = json.loads(out)
     validate(doc, "read")
@@ -82,7 +83,7 @@ def test_nlist_and_read(real_dumps):
 def test_read_raw_to_file(real_dumps, tmp_path):
     d = real_dumps["arm64-minidump"]
     _, out, _ = run("nlist", "--json", d.kernel, d.core, "hz", check=0)
-    hz = json.loads(out)["hz"]
+    hz = json.loads(out)["symbols"]["hz"]
     target = tmp_path / "hz.bin"
     run("read", d.kernel, d.core, hz, 4, "-o", target, check=0)
     assert int.from_bytes(target.read_bytes(), "little") == d.expected["hz"]

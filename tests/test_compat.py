@@ -211,7 +211,8 @@ def test_dev_null_descriptor():
         kvm_close(kd)
 
 
-@pytest.mark.skipif(os.path.exists("/boot/kernel/kernel"), reason="host has a FreeBSD kernel")
+@pytest.mark.skipif(os.path.exists("/boot/kernel/kernel"),
+                    reason="n/a: the host has a FreeBSD kernel at /boot/kernel/kernel")
 def test_null_execfile_means_boot_kernel(fx):
     buf = bytearray(2048)
     assert kvm_openfiles(None, fx.core_path, None, O_RDONLY, buf) is None

@@ -10,8 +10,9 @@ import pytest
 
 from tests.fixturegen import CASES, build
 from tests.fixturegen.minidump import pack_header
+from tests.realdumps import DATA_DIR, missing_data
 
-REAL = "/work/shared/testdata/freebsd-lldb"
+REAL = str(DATA_DIR)
 HDR_SIZE = {("amd64", 1): 64, ("amd64", 2): 64, ("amd64", 3): 72, ("i386", 1): 48,
             ("i386", 2): 52, ("arm64", 1): 72, ("arm64", 2): 80, ("arm64", 3): 80}
 MAGIC = {"amd64": b"minidump FreeBSD/amd64", "i386": b"minidump FreeBSD/i386",
@@ -181,7 +182,7 @@ def test_elf_core(case, tmp_path):
 def _real_header(name, n=4096):
     path = os.path.join(REAL, name + ".bz2")
     if not os.path.exists(path):
-        pytest.skip("real dumps not available")
+        missing_data(path)
     with bz2.open(path) as f:
         return f.read(n)
 

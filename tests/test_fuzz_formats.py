@@ -48,8 +48,7 @@ def targets(tmp_path_factory):
         if any(s in name for s in SKIP):
             continue
         t = fixture_target(name, arch, fmt, version, opts, tmp)
-        if t is not None:
-            out.append((t, WorkCopy(t.core, tmp, name + ".core")))
+        out.append((t, WorkCopy(t.core, tmp, name + ".core")))
     return out
 
 

@@ -8,13 +8,13 @@ import random
 from typing import List, Tuple
 
 import pytest
+from fakedump import KLD_OFFS, FakeDump, FakeKernel
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_fuzz_harness import CALL_BOUND_S, PHASES, REAL_KEYS, Failure, WorkCopy, time_limit
 
 import kvm_dbg
 from kvm_dbg.kstate import klds, msgbuf, panic_info, procs, threads
-from kvm_dbg.kstate.fakekvm import KLD_OFFS, FakeKernel, FakeKvm
 
 ARCHES = ("amd64", "i386", "arm64", "riscv", "powerpc64", "arm")
 KSTATE_BOUND = 4 * CALL_BOUND_S
@@ -55,9 +55,9 @@ def check_kstate(kvm, what: str, frames: bool = True) -> None:
         raise Failure(f"{what}: {type(e).__name__}: {e}") from None
 
 
-def fake_kernel(arch: str, rng: random.Random) -> Tuple[FakeKvm, FakeKernel]:
-    """A small consistent kernel (procs, threads, msgbuf, klds) in a FakeKvm."""
-    kvm = FakeKvm(arch)
+def fake_kernel(arch: str, rng: random.Random) -> Tuple[FakeDump, FakeKernel]:
+    """A small consistent kernel (procs, threads, msgbuf, klds) in a FakeDump."""
+    kvm = FakeDump(arch)
     k = FakeKernel(kvm)
     for pid in range(rng.randrange(1, 6)):
         k.add_proc(pid, f"p{pid}", [(100000 + pid * 10 + i, f"t{i}",
@@ -68,7 +68,7 @@ def fake_kernel(arch: str, rng: random.Random) -> Tuple[FakeKvm, FakeKernel]:
     w = kvm.ptrsize
     # message buffer: struct msgbuf {ptr, u32 magic, size, seq rseq wseq?...}
     buf = k.alloc(256)
-    kvm.write(buf, b"<6>hello\n" * 20)
+    kvm.store(buf, b"<6>hello\n" * 20)
     mb = k.alloc(64)
     kvm.put_ptr(mb, buf)
     kvm.put_int(mb + w, 0x063062, 4)          # MSG_MAGIC
@@ -84,7 +84,7 @@ def fake_kernel(arch: str, rng: random.Random) -> Tuple[FakeKvm, FakeKernel]:
     for i in range(rng.randrange(0, 4)):
         lf = k.alloc(128)
         name = k.alloc(32)
-        kvm.write(name, f"mod{i}.ko\0".encode())
+        kvm.store(name, f"mod{i}.ko\0".encode())
         kvm.put_ptr(lf + KLD_OFFS["filename"], name)
         kvm.put_ptr(lf + KLD_OFFS["pathname"], name)
         kvm.put_ptr(lf + KLD_OFFS["address"], 0x3000_0000 + i * 0x10000)
@@ -93,7 +93,7 @@ def fake_kernel(arch: str, rng: random.Random) -> Tuple[FakeKvm, FakeKernel]:
     return kvm, k
 
 
-def corrupt_fake(rng: random.Random, kvm: FakeKvm, k: FakeKernel, n: int) -> None:
+def corrupt_fake(rng: random.Random, kvm: FakeDump, k: FakeKernel, n: int) -> None:
     lo, hi = 0x1000_0000, k.heap
     near = list(k.procs) + [lo, k.data, hi]
     for _ in range(n):
@@ -110,7 +110,7 @@ def corrupt_fake(rng: random.Random, kvm: FakeKvm, k: FakeKernel, n: int) -> Non
             kvm.unmap(rng.randrange(0x2000_0000, max(0x2000_1000, hi)))
         else:            # random bytes
             addr = rng.randrange(0x2000_0000, max(0x2000_0010, hi))
-            kvm.write(addr, bytes(rng.getrandbits(8) for _ in range(rng.choice([4, 16, 64]))))
+            kvm.store(addr, bytes(rng.getrandbits(8) for _ in range(rng.choice([4, 16, 64]))))
 
 
 def fake_step(arch: str):

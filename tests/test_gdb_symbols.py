@@ -10,8 +10,8 @@ import subprocess
 import pytest
 from realdumps import real_dump_factory  # noqa: F401 (fixture)
 from test_gdb_plugin import Gdb, _gdb_for
+from test_rsp_protocol import fake_dump
 
-from kvm_dbg.rsp.fake import FakeKvm
 from kvm_dbg.rsp.session import Session
 from kvm_dbg.rsp.symbols import SymbolTable
 from kvm_dbg.rsp.target import Target
@@ -106,7 +106,7 @@ def test_without_debug_file_fails_clearly(gdb, stripped, tmp_path):
 def test_names_not_in_the_file_are_asked_with_qsymbol():
     table = SymbolTable({"allproc": 0x1000})          # no ELF fallback
     assert table("linker_files") is None              # the library missed it
-    s = Session(Target(FakeKvm()), table, ["allproc"])
+    s = Session(Target(fake_dump()), table, ["allproc"])
     ask = b"qSymbol:" + b"linker_files".hex().encode()
     assert s.handle(b"qSymbol::").replies == [ask]    # e.g. after add-symbol-file
     assert s.handle(b"qSymbol:ffffffff81000000:" + b"linker_files".hex().encode()

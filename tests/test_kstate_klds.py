@@ -2,29 +2,30 @@
 
 from __future__ import annotations
 
+from fakedump import KLD_OFFS, FakeDump, FakeKernel
+
 from kvm_dbg.kstate import find_kld_file, kld_file, klds, linker_path
-from kvm_dbg.kstate.fakekvm import KLD_OFFS, FakeKernel, FakeKvm
 
 
 def build(n: int = 3):
-    kvm = FakeKvm("amd64")
+    kvm = FakeDump("amd64")
     k = FakeKernel(kvm)
     for name, off in KLD_OFFS.items():
         k.offset_symbol("kld_off_" + name, off)
     k.global_("linker_files", 16)
     k.global_("linker_kernel_file", 8)
     k.global_("linker_path", 64)
-    kvm.write(kvm.syms["linker_path"], b"/boot/kernel;/boot/modules\0")
+    kvm.store(kvm.syms["linker_path"], b"/boot/kernel;/boot/modules\0")
     files = []
     prev = kvm.syms["linker_files"]
     link = 0
     for i, name in enumerate(["kernel"] + [f"m{i}.ko" for i in range(1, n)]):
         lf = k.alloc(64)
         s = k.alloc(64)
-        kvm.write(s, name.encode() + b"\0")
+        kvm.store(s, name.encode() + b"\0")
         kvm.put_ptr(lf + KLD_OFFS["filename"], s)
         p = k.alloc(64)
-        kvm.write(p, f"/boot/kernel/{name}".encode() + b"\0")
+        kvm.store(p, f"/boot/kernel/{name}".encode() + b"\0")
         kvm.put_ptr(lf + KLD_OFFS["pathname"], p)
         kvm.put_ptr(lf + KLD_OFFS["address"], 0xFFFF_FFFF_8000_0000 + i * 0x10_0000)
         kvm.put_ptr(prev + link, lf)
@@ -54,7 +55,7 @@ def test_zero_address_skipped_and_loop_stops():
 
 
 def test_missing_offsets_or_list():
-    assert klds(FakeKvm()) == []
+    assert klds(FakeDump()) == []
     kvm, _ = build()
     del kvm.syms["kld_off_next"]
     assert klds(kvm) == [] and kvm.warnings
@@ -83,6 +84,6 @@ def test_kld_file_uses_dump_linker_path(tmp_path):
     d = tmp_path / "mods"
     d.mkdir()
     (d / "m1.ko.debug").write_bytes(b"")
-    kvm.write(kvm.syms["linker_path"], f"{d};/nonexistent\0".encode())
+    kvm.store(kvm.syms["linker_path"], f"{d};/nonexistent\0".encode())
     kvm.kernel_path = str(tmp_path / "kernel")
     assert kld_file(kvm, klds(kvm)[0]) == str(d / "m1.ko.debug")

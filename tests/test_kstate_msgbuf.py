@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import pytest
+from fakedump import FakeDump
 
 from kvm_dbg.kstate import msgbuf
-from kvm_dbg.kstate.fakekvm import FakeKvm
 from kvm_dbg.kstate.msgbuf import MSG_MAGIC
 
 MBP, HDR, RING = 0x1000, 0x2000, 0x3000
 
 
 def make(ring: bytes, wseq: int, rseq: int, arch: str = "amd64", magic: int = MSG_MAGIC,
-         size=None) -> FakeKvm:
-    kvm = FakeKvm(arch)
+         size=None) -> FakeDump:
+    kvm = FakeDump(arch)
     w = kvm.ptrsize
     kvm.define("msgbufp", MBP)
     kvm.put_ptr(MBP, HDR)
     kvm.put_ptr(HDR, RING)
     for i, v in enumerate([magic, len(ring) if size is None else size, wseq, rseq]):
         kvm.put_int(HDR + w + 4 * i, v, 4)
-    kvm.write(RING, ring)
+    kvm.store(RING, ring)
     return kvm
 
 
@@ -59,7 +59,7 @@ def test_bad_magic_falls_back_to_section():
 def test_absurd_size_and_missing_symbol():
     kvm = make(b"abc\n", 4, 0, size=0x7FFFFFFF)
     assert msgbuf(kvm).source == "none" and kvm.warnings
-    assert msgbuf(FakeKvm()).text == ""
+    assert msgbuf(FakeDump()).text == ""
 
 
 def test_unreadable_ring_tail_is_tolerated():

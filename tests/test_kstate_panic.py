@@ -5,10 +5,10 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+from fakedump import FakeDump
 from realdumps import yaml2obj
 
 from kvm_dbg.kstate import ksyms, panic_info
-from kvm_dbg.kstate.fakekvm import FakeKvm
 
 RODATA = 0xFFFFFFFF81000000
 FILE_VERSION = b"FreeBSD 13.1-RELEASE #0: built\n"
@@ -68,19 +68,19 @@ def kernel_file(tmp_path_factory):
     return str(d / "kernel")
 
 
-def dump(version: bytes) -> FakeKvm:
-    kvm = FakeKvm("amd64")
+def dump(version: bytes) -> FakeDump:
+    kvm = FakeDump("amd64")
     kvm.define("version", RODATA + 16)
-    kvm.write(RODATA + 16, version + b"\0")
+    kvm.store(RODATA + 16, version + b"\0")
     kvm.define("panicstr", 0x1000)
     kvm.put_ptr(0x1000, 0x2000)
-    kvm.write(0x2000, b"page fault\0")
+    kvm.store(0x2000, b"page fault\0")
     kvm.define("osreldate", 0x3000)
     kvm.put_int(0x3000, 1301000, 4)
     kvm.define("dumptid", 0x3010)
     kvm.put_int(0x3010, 100123, 4)
     kvm.define("osrelease", 0x3020)
-    kvm.write(0x3020, b"13.1-RELEASE\0")
+    kvm.store(0x3020, b"13.1-RELEASE\0")
     return kvm
 
 
@@ -103,7 +103,7 @@ def test_version_mismatch(kernel_file):
 def test_unknown_without_kernel_file():
     info = panic_info(dump(FILE_VERSION))
     assert info.file_version is None and info.version_mismatch is None
-    empty = panic_info(FakeKvm())
+    empty = panic_info(FakeDump())
     assert empty.panicstr is None and empty.version is None and empty.osreldate is None
 
 

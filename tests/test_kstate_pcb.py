@@ -4,9 +4,9 @@ literally here so the data tables are checked against the spec."""
 from __future__ import annotations
 
 import pytest
+from fakedump import PROC_OFFS, THREAD_OFFS, FakeDump, FakeKernel
 
 from kvm_dbg.kstate import threads
-from kvm_dbg.kstate.fakekvm import PROC_OFFS, THREAD_OFFS, FakeKernel, FakeKvm
 
 # arch -> (register width, {offset: register}, aliases expected in the result)
 SPEC = {
@@ -27,7 +27,7 @@ ARM64_OLD = {**{8 * i: f"x{i}" for i in range(29)}, 232: "fp", 240: "lr", 256: "
 
 
 def crashed_regs(arch: str, slots: dict, width: int, osreldate=None, values=None):
-    kvm = FakeKvm(arch)
+    kvm = FakeDump(arch)
     k = FakeKernel(kvm)
     if osreldate is not None:
         k.global_("osreldate", 4)
@@ -87,7 +87,7 @@ def test_i386_old_layout_before_1001505():
 
 
 def test_mips_has_no_registers_but_threads_listed():
-    kvm = FakeKvm("mips")
+    kvm = FakeDump("mips")
     k = FakeKernel(kvm)
     k.add_proc(1, "init", [(100001, "init", -1, {})])
     (t,) = threads(kvm)
@@ -96,11 +96,11 @@ def test_mips_has_no_registers_but_threads_listed():
 
 
 def test_partially_readable_pcb_keeps_readable_slots():
-    kvm = FakeKvm("amd64")
+    kvm = FakeDump("amd64")
     k = FakeKernel(kvm)
     k.add_proc(7, "p", [(100007, "p", -1, {})])
     pcb = 0x5000_0FF0                       # rip/rbx/rsp... straddle into a hole
-    kvm.write(pcb, bytes(range(16)))
+    kvm.store(pcb, bytes(range(16)))
     k.crash(100007, {})
     kvm.put_int(kvm.syms["dumppcb"], 0, 4)
     # point the thread at the straddling PCB instead of dumppcb

@@ -8,8 +8,6 @@ from realdumps import REAL_DUMPS, real_dump_factory  # noqa: F401 (fixture)
 import kvm_dbg
 from kvm_dbg import kstate
 
-pytestmark = pytest.mark.skipif(not hasattr(kvm_dbg, "open"), reason="kvm_dbg.open not yet there")
-
 #: Registers our PCB decode gives beyond LLDB's set: i386's PCB holds ebx
 #: (LLDB does not map it); arm64's pc is pcb lr, which we also report as lr.
 EXTRA_REGS = {"i386": {"ebx"}, "arm64": {"lr"}}

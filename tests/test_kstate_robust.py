@@ -5,16 +5,16 @@ from __future__ import annotations
 import random
 
 import pytest
+from fakedump import PCB_SIZE, PROC_SIZE, THREAD_SIZE, FakeDump, FakeKernel
 
 from kvm_dbg.kstate import klds, msgbuf, panic_info, procs, threads
-from kvm_dbg.kstate.fakekvm import PCB_SIZE, PROC_SIZE, THREAD_SIZE, FakeKernel, FakeKvm
 
 
 @pytest.mark.parametrize("arch", ["amd64", "i386", "arm64", "riscv", "powerpc64", "arm"])
 @pytest.mark.parametrize("seed", range(8))
 def test_garbage_never_raises(arch, seed):
     rng = random.Random(seed)
-    kvm = FakeKvm(arch)
+    kvm = FakeDump(arch)
     k = FakeKernel(kvm)
     for pid in range(4):
         k.add_proc(pid, f"p{pid}", [(100000 + pid * 10 + i, "t", rng.choice([-1, 0, 1, 300]),
@@ -26,7 +26,7 @@ def test_garbage_never_raises(arch, seed):
         addr = rng.randrange(heap_lo, heap_hi)
         choice = rng.random()
         if choice < 0.4:
-            kvm.write(addr, rng.randbytes(8) if hasattr(rng, "randbytes")
+            kvm.store(addr, rng.randbytes(8) if hasattr(rng, "randbytes")
                       else bytes(rng.getrandbits(8) for _ in range(8)))
         elif choice < 0.8:
             kvm.put_ptr(addr - addr % kvm.ptrsize,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from fakedump import PCB_SIZE, PROC_OFFS, THREAD_OFFS, FakeDump, FakeKernel
+
 from kvm_dbg.kstate import procs, threads
-from kvm_dbg.kstate.fakekvm import PCB_SIZE, PROC_OFFS, THREAD_OFFS, FakeKernel, FakeKvm
 
 
 def regs(n: int) -> dict:
@@ -12,7 +13,7 @@ def regs(n: int) -> dict:
 
 
 def kernel(arch: str = "amd64") -> FakeKernel:
-    k = FakeKernel(FakeKvm(arch))
+    k = FakeKernel(FakeDump(arch))
     k.add_proc(0, "kernel", [(100000, "swapper", -1, regs(0x100))])
     k.add_proc(11, "idle", [(100003, "idle: cpu0", 0, regs(0x200)),
                             (100004, "idle: cpu1", -1, regs(0x300))])
@@ -107,7 +108,7 @@ def test_misaligned_pointer_offset_rejected():
 
 
 def test_missing_offset_symbols():
-    k = FakeKernel(FakeKvm(), exports=False)
+    k = FakeKernel(FakeDump(), exports=False)
     k.add_proc(1, "init", [(100001, "init", -1, regs(0))])
     assert threads(k.kvm) == []
     assert any("missing" in w for w in k.kvm.warnings)
@@ -208,7 +209,7 @@ def test_no_dumptid_means_no_crashed_thread():
 
 
 def test_unsupported_arch():
-    kvm = FakeKvm("vax")
+    kvm = FakeDump("vax")
     assert threads(kvm) == [] and kvm.warnings
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import bisect
 
+from fakedump import FakeDump, FakeKernel
+
 from kvm_dbg.kstate.archdata import ARCHES
-from kvm_dbg.kstate.fakekvm import FakeKernel, FakeKvm
 from kvm_dbg.kstate.unwind import is_trap_function, unwind
 
 AMD64 = ARCHES["amd64"]
@@ -27,7 +28,7 @@ class Syms:
 
 
 def test_amd64_chain_drops_frame_with_null_saved_fp():
-    kvm = FakeKvm("amd64")
+    kvm = FakeDump("amd64")
     k = FakeKernel(kvm)
     fp = k.stack([(0x1111, 0x40), (0x2222, 0x40), (0x3333, 0x40)])
     frames = unwind(kvm, AMD64, {"rip": 0x1000, "rbp": fp, "rsp": fp - 0x18})
@@ -38,7 +39,7 @@ def test_amd64_chain_drops_frame_with_null_saved_fp():
 
 
 def test_amd64_chain_stops_on_unreadable_and_keeps_last_frame():
-    kvm = FakeKvm("amd64")
+    kvm = FakeDump("amd64")
     k = FakeKernel(kvm)
     fp = k.stack([(0x1111, 0x40), (0x2222, 0x40)])
     kvm.put_ptr(fp + 0x40, 0x7FFF_FFFF_C900)            # user stack, unmapped
@@ -47,7 +48,7 @@ def test_amd64_chain_stops_on_unreadable_and_keeps_last_frame():
 
 
 def test_loop_and_limit():
-    kvm = FakeKvm("amd64")
+    kvm = FakeDump("amd64")
     k = FakeKernel(kvm)
     fp = k.stack([(0x1111, 0x40), (0x2222, 0x40)])
     kvm.put_ptr(fp + 0x40, fp)                          # cycle
@@ -58,7 +59,7 @@ def test_loop_and_limit():
 
 
 def test_misaligned_and_zero_pc():
-    kvm = FakeKvm("amd64")
+    kvm = FakeDump("amd64")
     k = FakeKernel(kvm)
     fp = k.stack([(0x1111, 0x40), (0x2222, 0x40), (0x3333, 0x40)])
     kvm.put_ptr(fp + 0x40, fp + 0x83)                   # misaligned saved fp
@@ -68,11 +69,11 @@ def test_misaligned_and_zero_pc():
 
 
 def test_no_pc_no_frames():
-    assert unwind(FakeKvm("amd64"), AMD64, {}) == []
+    assert unwind(FakeDump("amd64"), AMD64, {}) == []
 
 
 def test_amd64_trapframe_then_chain():
-    kvm = FakeKvm("amd64")
+    kvm = FakeDump("amd64")
     k = FakeKernel(kvm)
     syms = Syms({"trap": (0x5000, 0x100), "calltrap": (0x6000, 0x20),
                  "victim": (0x7000, 0x100), "fork_trampoline": (0x8000, 0x40)})
@@ -99,7 +100,7 @@ def test_amd64_trapframe_then_chain():
 
 
 def test_fork_trampoline_zero_pc_ends():
-    kvm = FakeKvm("amd64")
+    kvm = FakeDump("amd64")
     k = FakeKernel(kvm)
     syms = Syms({"fork_trampoline": (0x8000, 0x40)})
     sp = k.alloc(0x400)
@@ -118,11 +119,11 @@ def test_x_vector_is_a_trap_function():
 
 
 def test_i386_kernel_trap_has_no_esp():
-    kvm = FakeKvm("i386")
+    kvm = FakeDump("i386")
     k = FakeKernel(kvm)
     syms = Syms({"calltrap": (0x6000, 0x20), "trap": (0x5000, 0x100)})
     kvm.define("calltrap", 0x6000)
-    kvm.write(0x6000, b"\x54")                          # push %esp: by reference
+    kvm.store(0x6000, b"\x54")                          # push %esp: by reference
     stack = k.alloc(0x400)
     fp = stack + 0x40
     kvm.put_ptr(fp, 0x100)
@@ -137,7 +138,7 @@ def test_i386_kernel_trap_has_no_esp():
 
 
 def test_arm64_chain_alignment():
-    kvm = FakeKvm("arm64")
+    kvm = FakeDump("arm64")
     k = FakeKernel(kvm)
     fp = k.stack([(0xFFFF000000001000, 0x40), (0xFFFF000000002000, 0x38),
                   (0xFFFF000000003000, 0x40)])
@@ -147,7 +148,7 @@ def test_arm64_chain_alignment():
 
 
 def test_riscv_record_below_fp():
-    kvm = FakeKvm("riscv")
+    kvm = FakeDump("riscv")
     k = FakeKernel(kvm)
     base = k.alloc(0x400)
     fp0, fp1 = base + 0x100, base + 0x200
@@ -158,7 +159,7 @@ def test_riscv_record_below_fp():
 
 
 def test_powerpc64_backchain():
-    kvm = FakeKvm("powerpc64")
+    kvm = FakeDump("powerpc64")
     k = FakeKernel(kvm)
     base = k.alloc(0x400)
     sp0, sp1, sp2 = base, base + 0x80, base + 0x100

@@ -20,6 +20,7 @@ import kvm_dbg
 from kvm_dbg.rsp import serve_target
 from kvm_dbg.rsp.packets import frame
 from kvm_dbg.rsp.session import PACKET_SIZE
+from kvm_dbg.rsp.target import Target
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ def server(fixture_dump):
         address.append(a)
         ready.set()
 
-    th = threading.Thread(target=serve_target, args=(kvm,), kwargs={"ready": on_ready},
+    th = threading.Thread(target=serve_target, args=(Target(kvm),), kwargs={"ready": on_ready},
                           daemon=True)
     th.start()
     assert ready.wait(10)
