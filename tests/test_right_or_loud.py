@@ -244,6 +244,7 @@ def test_threadless_dump_is_labelled_with_its_reason(tmp_path):
 
 def test_cli_json_carries_warnings(tmp_path):
     import json
+
     from fixturegen import build
     fx = build("amd64", "minidump", 3, str(tmp_path))
     env = dict(os.environ, PYTHONPATH=str(ROOT))

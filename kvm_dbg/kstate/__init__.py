@@ -4,7 +4,8 @@ message buffer, modules, panic/version facts.
 Everything here reads through a ``Kvm`` (``read``, ``read_partial``,
 ``lookup``, ``arch``, ``byteorder``, ``ptrsize``, ``warnings``) and needs no
 debugger and no DWARF.  Corrupted structures give partial results and a
-warning in ``kvm.warnings``, never an exception.
+warning in ``kvm.warnings``, never an exception; a bug, a missing module or a
+resolver's own failure is not bad data and propagates.
 """
 
 from __future__ import annotations

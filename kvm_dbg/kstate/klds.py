@@ -31,7 +31,7 @@ class Kld:
 
 
 def klds(kvm: Any) -> List[Kld]:
-    """Modules in load order, the kernel itself skipped; never raises."""
+    """Modules in load order, the kernel itself skipped; bad data never raises."""
     offs = kld_offsets(kvm)
     head_sym = lookup(kvm, "linker_files")
     if head_sym is None:

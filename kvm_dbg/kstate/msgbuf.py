@@ -67,7 +67,7 @@ def _layout(ptrsize: int):
 
 
 def msgbuf(kvm: Any) -> MsgBuf:
-    """The message buffer; never raises (empty text when nothing is usable)."""
+    """The message buffer; bad data never raises (empty text when nothing is usable)."""
     got = _from_memory(kvm)
     if got is not None:
         return got

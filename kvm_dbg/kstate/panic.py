@@ -39,7 +39,7 @@ def _string(kvm: Any, name: str, maxlen: int) -> Optional[str]:
 
 
 def panic_info(kvm: Any) -> PanicInfo:
-    """Collect panic/version facts; never raises."""
+    """Collect panic/version facts; bad data never raises."""
     panicstr = None
     ptr = read_ptr(kvm, lookup(kvm, "panicstr"))
     if ptr:

@@ -42,7 +42,7 @@ class KThread:
     _frames: Optional[List[Frame]] = field(default=None, repr=False, compare=False)
 
     def frames(self, max_frames: int = MAX_FRAMES) -> List[Frame]:
-        """Stack frames innermost first (never raises; may be empty)."""
+        """Stack frames innermost first (bad data never raises; may be empty)."""
         if self._frames is None or len(self._frames) > max_frames:
             if self._ctx is None or not self.registers:
                 self._frames = []

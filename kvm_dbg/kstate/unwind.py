@@ -6,7 +6,7 @@ return address and saved frame pointer are readable, the return address is
 non-zero, the saved frame pointer is not 0/1 and the caller's CFA is aligned.
 When the kernel ELF is available, a frame inside a trap entry stub (kgdb's
 list, threads.md §6) continues from the ``struct trapframe`` at its SP.
-Unwinding never raises: it stops at the first unreadable or implausible step,
+Bad data never makes unwinding raise: it stops at the first unreadable or implausible step,
 on a loop, or at ``max_frames``.
 """
 
