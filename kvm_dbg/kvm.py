@@ -17,6 +17,7 @@ from typing import Callable, Iterator, List, Optional
 
 from .arch.base import KvmPage, probe
 from .corefile import CoreFile, peek
+from .dumpfile import TEXTDUMP_NO_MEMORY, Prepared, prepare
 from .elfkernel import KernelImage
 from .errors import KvmError, syserr
 
@@ -27,9 +28,6 @@ MAXPATHLEN = 1024
 _PATH_MEM, _PATH_DEVNULL = "/dev/mem", "/dev/null"
 _PAGE = 4096
 _CACHE_MAX = 1 << 16
-
-_COMPRESSED = ((b"\x1f\x8b", "gzip", "gunzip"), (b"\x28\xb5\x2f\xfd", "zstd", "unzstd"),
-               (b"BZh", "bzip2", "bunzip2"), (b"\xfd7zXZ\x00", "xz", "unxz"))
 
 
 def getbootfile() -> str:
@@ -66,6 +64,8 @@ class Kvm:
         self.warnings: List[str] = []
         self.errbuf = ""                 # kvm_geterr's text
         self.program: Optional[str] = None
+        self.source: Optional[Prepared] = None     # what the core path held (dumpfile)
+        self.open_options: dict = {}
         self._cache: dict = {}
         self._mm = None
         # Direct-map fast path: (first VA, end VA, VA - PA, pa -> offset, file size, mmap).
@@ -77,9 +77,13 @@ class Kvm:
     @classmethod
     def _open(cls, execfile: Optional[str], corefile: Optional[str], flags: int = os.O_RDONLY,
               resolver: Optional[Resolver] = None, require_resolver: bool = False,
-              writable: Optional[bool] = None) -> Kvm:
-        """libkvm's ``_kvm_open``: raises KvmError with libkvm's message."""
+              writable: Optional[bool] = None, options: Optional[dict] = None) -> Kvm:
+        """libkvm's ``_kvm_open``: raises KvmError with libkvm's message.
+
+        ``options`` (see :func:`open`): key, dumpkey, cache_dir, show_progress,
+        sysroot."""
         kd = cls()
+        kd.open_options = dict(options or {})
         try:
             kd._do_open(execfile, corefile, flags, resolver, require_resolver, writable)
         except BaseException:
@@ -113,7 +117,17 @@ class Kvm:
         if writable is None:
             writable = flags & O_ACCMODE != os.O_RDONLY
         self.writable = bool(writable)
-        self.core = CoreFile(corefile, writable=self.writable)
+        opts = self.open_options
+        src = prepare(corefile, key=opts.get("key"), dumpkey=opts.get("dumpkey"),
+                      cache_dir=opts.get("cache_dir"), show_progress=opts.get("show_progress"))
+        self.source = src
+        if src.textdump:
+            raise KvmError(TEXTDUMP_NO_MEMORY, errno=errno.ENOTSUP, path=corefile)
+        if self.writable and (src.path != corefile or src.offset or src.length is not None):
+            raise KvmError(f"cannot open it writable: writes need a plain dump file, and this "
+                           f"one is {src.description}", path=corefile)
+        self.core = CoreFile(src.path, writable=self.writable, offset=src.offset,
+                             length=src.length)
         self._mm = self.core.mm
         self.kernel = KernelImage(execfile)
         ident = self.kernel.ident
@@ -121,11 +135,6 @@ class Kvm:
         self.ptrsize = ident.elfclass // 8
         head = self.core.head(8)
         is_minidump = head == b"minidump"
-        if not is_minidump and head[:4] != b"\x7fELF":
-            for magic, kind, tool in _COMPRESSED:
-                if head.startswith(magic):
-                    raise KvmError(f"core is {kind}-compressed: decompress it first ({tool})",
-                                   path=corefile)
         spec = probe(ident, is_minidump)
         if spec is None:
             if not is_minidump and head[:4] != b"\x7fELF":
@@ -389,16 +398,27 @@ class Kvm:
 
 
 def open(kernel: str, core: str, *, resolver: Optional[Resolver] = None,  # noqa: A001
-         writable: bool = False) -> Kvm:
+         writable: bool = False, key: Optional[str] = None, dumpkey: Optional[str] = None,
+         cache_dir: Optional[str] = None, sysroot: Optional[str] = None,
+         show_progress: Optional[bool] = None) -> Kvm:
     """Open a kernel and its crash dump; raises :class:`KvmError`.
 
     The kernel's own ELF symbol table resolves symbols unless ``resolver``
     (``name -> address or None``) is given; any architecture opens on any host.
+    ``core`` may be a plain vmcore, a ``.zst``/``.gz`` one, an encrypted one
+    (``key``: the RSA private key; ``dumpkey``: its key.N if not beside it), or
+    a dump device image; decoded copies go next to it or to ``cache_dir``
+    (docs/crash-directory.md).  ``sysroot`` is where the crashed machine's
+    files are (``/boot/modules``, ``/usr/lib/debug``...), for module files.
+    A progress bar is drawn on a terminal (``show_progress`` forces it).
     """
     if kernel is None or core is None:
         raise KvmError("both a kernel and a core file must be given")
     flags = os.O_RDWR if writable else os.O_RDONLY
-    return Kvm._open(kernel, core, flags, resolver, require_resolver=False, writable=writable)
+    options = {"key": key, "dumpkey": dumpkey, "cache_dir": cache_dir, "sysroot": sysroot,
+               "show_progress": show_progress}
+    return Kvm._open(kernel, core, flags, resolver, require_resolver=False, writable=writable,
+                     options=options)
 
 
 def is_minidump(path: str) -> bool:
