@@ -227,6 +227,8 @@ def prepare(path: str, *, key: Optional[str] = None, dumpkey: Optional[str] = No
         with open(path, "rb") as f:
             head = f.read(512)
             dev = None if _kind_of_head(head) == "memory" else locate(f, size, path)
+    except KvmError:
+        raise
     except OSError as e:
         raise syserr(path, e.errno or errno.EIO) from None
     if dev is not None:

@@ -136,6 +136,10 @@ def build(source: str, k: str, produce: Producer, cache_dir: Optional[str] = Non
                 produce(w)
                 w.finish()
                 os.fsync(fd)
+            except KvmError:
+                os.close(fd)
+                os.unlink(tmp)
+                raise
             except OSError as e:
                 os.close(fd)
                 os.unlink(tmp)
@@ -152,14 +156,13 @@ def build(source: str, k: str, produce: Producer, cache_dir: Optional[str] = Non
             os.close(fd)
             os.replace(tmp, final)
             _drop_stale(d, source, final)
+            return final
+        finally:
             if lockf is not None:       # waiters re-check ``final`` once they hold it
                 try:
                     os.unlink(lockpath)
                 except OSError:
                     pass
-            return final
-        finally:
-            if lockf is not None:
                 lockf.close()
     where = "; ".join(tried) or ", ".join(directories(source, cache_dir))
     raise KvmError(f"no writable directory for its {what} (tried {where}): choose one "

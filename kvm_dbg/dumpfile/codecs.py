@@ -196,8 +196,9 @@ def zstd_stream(src: Source, write: Sink, path: str) -> int:
             write(chunk)
             total += len(chunk)
     except zstandard.ZstdError as e:
-        raise KvmError(f"corrupt zstd data before compressed offset {src.base + src.pos}: "
-                       f"{e}", path=path) from None
+        raise KvmError(f"corrupt zstd data before compressed offset {src.base + src.pos} "
+                       f"(frame at offset {src.base + frames.frame_start}): {e}",
+                       path=path) from None
     _finish_states(frames)
     if not frames.complete:
         raise KvmError(f"truncated zstd stream: it ends at compressed offset "
@@ -235,8 +236,8 @@ def gzip_stream(src: Source, write: Sink, path: str) -> int:
         try:
             out = d.decompress(pending, CHUNK)
         except zlib.error as e:
-            raise KvmError(f"corrupt gzip data at compressed offset {start} or just after: "
-                           f"{e}", path=path) from None
+            raise KvmError(f"corrupt gzip data in compressed offsets {start}.."
+                           f"{start + len(pending)}: {e}", path=path) from None
         pending = d.unconsumed_tail if not d.eof else d.unused_data
         if d.eof:
             members += 1
