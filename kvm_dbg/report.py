@@ -111,6 +111,23 @@ def triage(kd: Kvm) -> Dict[str, Any]:
     return report
 
 
+def textdump_info(core: str, td: Any) -> Dict[str, Any]:
+    """What a textdump says about itself (it has no memory to read)."""
+    return {"core": core, "format": "textdump", "files": sorted(td.files),
+            "version": td.version.strip() if td.version else None, "panic": td.panic}
+
+
+def textdump_triage(core: str, td: Any) -> Dict[str, Any]:
+    """Triage of a textdump: panic, version, the ddb capture, the msgbuf's tail."""
+    lines = td.msgbuf.rstrip("\n").splitlines() if td.msgbuf else []
+    out = textdump_info(core, td)
+    out["kernel"] = None
+    out["ddb"] = td.ddb
+    out["msgbuf_tail"] = lines[-MSGBUF_TAIL_LINES:]
+    out["warnings"] = []
+    return out
+
+
 def signature(report: Dict[str, Any], frames: int = 3) -> str:
     """Grouping key of a triage report: panic string plus the top frames."""
     panic = report.get("panic") or "(no panic string)"
