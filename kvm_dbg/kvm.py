@@ -72,6 +72,9 @@ class Kvm:
         self._dmap: tuple = (0, 0, 0, None, 0, None)
         self._lock = threading.Lock()
         self._kstate_cache: dict = {}
+        self._modtable = None             # kstate.klds.ModuleTable, built on demand
+        self._virt: dict = {}             # "vnet" / "dpcpu" state (virtsyms), on demand
+        self._busy = False                # building the module table or vnet state
 
     # -- opening ----------------------------------------------------------
     @classmethod
@@ -167,13 +170,118 @@ class Kvm:
         hit = self.kernel.nlist(name)
         return None if hit is None else hit[0]
 
+    def _resolve_module(self, name: str) -> Optional[int]:
+        """A name defined in a loaded module's file (kstate.klds.ModuleTable)."""
+        if self._busy or self.backend is None:
+            return None
+        table = self._module_table()
+        return None if table is None else table.lookup(name)
+
+    def _module_table(self):
+        if self._modtable is None:
+            from .kstate.klds import ModuleTable, module_files
+            from .kstate.memory import warn
+            self._busy = True
+            try:
+                files = module_files(self)
+            finally:
+                self._busy = False
+            for m in files:
+                if m.file is None:
+                    warn(self, f"klds: {m.name}: no symbol file found (looked for "
+                               f"{m.name}.debug, .symbols and {m.name} in "
+                               f"{', '.join(m.searched) or 'no directory'}); "
+                               "give --sysroot")
+                elif m.error:
+                    warn(self, f"klds: {m.name}: {m.error}")
+            self._modtable = ModuleTable(files)
+        return self._modtable
+
+    def modules(self):
+        """Loaded kernel modules with their symbol files and section addresses
+        (kstate.klds.ModuleFile), found as kgdb does under the open's sysroot;
+        a module without a file is a warning."""
+        if self.backend is None:
+            return []
+        return list(self._module_table().files)
+
+    def _virt_state(self, kind: str):
+        if kind not in self._virt:
+            from . import virtsyms
+            self._busy = True
+            try:
+                self._virt[kind] = (virtsyms.vnet_init(self) if kind == "vnet"
+                                    else virtsyms.dpcpu_init(self))
+            finally:
+                self._busy = False
+        return self._virt[kind]
+
+    def _resolve_virtual(self, name: str) -> Optional[int]:
+        """libkvm's retries: ``vnet_entry_<name>`` relocated for the selected
+        vnet, then ``pcpu_entry_<name>`` for the selected CPU."""
+        if self._busy or self.backend is None:
+            return None
+        from .virtsyms import VNET_SYMPREFIX, retry_names
+        mask = (1 << (8 * self.ptrsize)) - 1
+        for prefix, cand in retry_names(name):
+            value = self._resolve(cand)
+            if value is None:
+                value = self._resolve_module(cand)
+            if value is None:
+                continue
+            state = self._virt_state("vnet" if prefix == VNET_SYMPREFIX else "dpcpu")
+            return value if state is None else state.relocate(value, mask)
+        return None
+
     def lookup(self, name: str) -> Optional[int]:
-        """Address of a kernel symbol, or None if unknown."""
-        return self._resolve(name)
+        """Address of a kernel symbol, or None if unknown: the kernel's (or the
+        resolver's), then a loaded module's, then a VNET or DPCPU variable of
+        that name in the selected vnet / CPU (libkvm's ``vnet_entry_`` and
+        ``pcpu_entry_`` retries)."""
+        value = self._resolve(name)
+        if value is None:
+            value = self._resolve_module(name)
+        if value is None:
+            value = self._resolve_virtual(name)
+        return value
+
+    # -- VNET / DPCPU selection (virtsyms) ------------------------------------
+    @property
+    def vnet(self) -> Optional[int]:
+        """Address of the selected ``struct vnet`` (None: not a VIMAGE kernel)."""
+        state = self._virt_state("vnet")
+        return None if state is None else state.current
+
+    def vnets(self) -> List[int]:
+        """Every ``struct vnet`` on ``vnet_head``, newest first (LIST_INSERT_HEAD)."""
+        from .virtsyms import vnet_list
+        return vnet_list(self)
+
+    def set_vnet(self, address: int) -> None:
+        """Relocate VNET symbols for the vnet at ``address`` (checks its magic)."""
+        from .virtsyms import Vnet, read_vnet
+        state = self._virt_state("vnet")
+        if state is None:
+            raise KvmError("no VNET symbols in this kernel (__start_set_vnet, "
+                           "__stop_set_vnet, vnet_head)", errno=errno.ENOENT,
+                           path=self.kernel_path)
+        base = read_vnet(self, address)
+        self._virt["vnet"] = Vnet(state.start, state.stop, address, base)
+
+    @property
+    def cpu(self) -> Optional[int]:
+        """The CPU whose DPCPU copies symbols resolve to (None: no DPCPU)."""
+        state = self._virt_state("dpcpu")
+        return None if state is None else state.cpu
+
+    def set_cpu(self, cpu: int) -> None:
+        """Relocate DPCPU symbols for ``cpu`` (libkvm's ``kvm_dpcpu_setcpu``)."""
+        from .virtsyms import dpcpu_setcpu
+        dpcpu_setcpu(self._virt_state("dpcpu"), cpu)
 
     def symbol(self, name: str) -> int:
-        """Address of a kernel symbol; KvmError if unknown."""
-        value = self._resolve(name)
+        """Address of a kernel symbol (as :meth:`lookup`); KvmError if unknown."""
+        value = self.lookup(name)
         if value is None:
             raise KvmError(f"symbol '{name}' not found", errno=errno.ENOENT,
                            path=self.kernel_path)
@@ -417,8 +525,10 @@ def open(kernel: str, core: str, *, resolver: Optional[Resolver] = None,  # noqa
     flags = os.O_RDWR if writable else os.O_RDONLY
     options = {"key": key, "dumpkey": dumpkey, "cache_dir": cache_dir, "sysroot": sysroot,
                "show_progress": show_progress}
-    return Kvm._open(kernel, core, flags, resolver, require_resolver=False, writable=writable,
-                     options=options)
+    kd = Kvm._open(kernel, core, flags, resolver, require_resolver=False, writable=writable,
+                   options=options)
+    kd.modules()         # locate module files now: a missing one is a warning from the start
+    return kd
 
 
 def is_minidump(path: str) -> bool:
