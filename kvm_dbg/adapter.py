@@ -226,32 +226,27 @@ def _kld_matches(kld_name: str, wanted: str) -> bool:
     return kld_name in (base, base + ".ko")
 
 
-def kld_loads(kvm: Any, name: Optional[str] = None) -> List[KldLoad]:
+def kld_loads(kvm: Any, name: Optional[str] = None,
+              sysroot: Optional[str] = None) -> List[KldLoad]:
     """What ``add-symbol-file`` / ``target modules load`` need for the dump's
-    modules, located and relocated as kgdb does (threads.md §8).
+    modules, located and relocated as kgdb does (threads.md §8;
+    ``kvm_dbg.kstate.klds.module_files``, under ``sysroot`` or the one the dump
+    was opened with).
 
     NAME (``zfs.ko``, ``zfs`` or a path) picks one module: AdapterError if it
     is not loaded or its file is missing or unusable.  Without NAME, such a
     module comes back with ``error`` set.
     """
-    from .errors import KvmError
-    from .kstate.klds import kld_sections, klds
-    mods = klds(kvm)
+    from .kstate.klds import module_files
+    mods = module_files(kvm, sysroot)
     if name is not None:
-        mods = [k for k in mods if _kld_matches(k.name, name)]
+        mods = [m for m in mods if _kld_matches(m.name, name)]
         if not mods:
             raise AdapterError(f"{name}: Unable to find kld in kernel")
-    out = []
-    for k in mods:
-        try:
-            path, sections = kld_sections(kvm, k)
-        except KvmError as e:
-            if name is not None:
-                raise AdapterError(one_line(e)) from None
-            out.append(KldLoad(k.name, k.address, None, {}, one_line(e)))
-            continue
-        out.append(KldLoad(k.name, k.address, path, sections))
-    return out
+        if mods[0].error:
+            raise AdapterError(mods[0].error.splitlines()[0])
+    return [KldLoad(m.name, m.address, None if m.error else m.file, m.sections,
+                    m.error.splitlines()[0] if m.error else None) for m in mods]
 
 
 def close_dump(state: Dict[str, Any]) -> None:

@@ -309,10 +309,11 @@ def _text_ps(rows: List[Dict[str, Any]]) -> str:
 
 
 def _text_kld(rows: List[Dict[str, Any]]) -> str:
-    out = [f"{'ADDRESS':>18} {'SIZE':>10}  NAME  PATH"]
+    out = [f"{'ADDRESS':>18} {'SIZE':>10}  NAME  PATH  SYMBOL FILE"]
     for k in rows:
+        found = k.get("file") or ("(none: " + (k.get("file_error") or "not looked for") + ")")
         out.append(f"{k['address']:>18} {k['size'] if k['size'] is not None else '-':>10}  "
-                   f"{k['name']}  {k['path'] or ''}")
+                   f"{k['name']}  {k['path'] or '-'}  {found}")
     return "\n".join(out)
 
 

@@ -92,8 +92,16 @@ def dmesg(kd: Kvm) -> Dict[str, Any]:
 
 
 def klds(kd: Kvm) -> List[Dict[str, Any]]:
-    return [{"name": k.name, "path": k.path, "address": f"0x{k.address:x}",
-             "size": k.size} for k in kd.klds()]
+    """Loaded modules, each with the symbol file found for it (kgdb's search
+    under the dump's sysroot) or why none was."""
+    files = {(m.name, m.address): m for m in kd.modules()}
+    out = []
+    for k in kd.klds():
+        m = files.get((k.name, k.address))
+        out.append({"name": k.name, "path": k.path, "address": f"0x{k.address:x}",
+                    "size": k.size, "file": m.file if m is not None else None,
+                    "file_error": m.error if m is not None else None})
+    return out
 
 
 def triage(kd: Kvm) -> Dict[str, Any]:

@@ -242,7 +242,7 @@ class ModuleSymbols:
     def _build(self) -> Dict[str, int]:
         import struct
 
-        from ..elfkernel import SHN_ABS, SHN_COMMON, SHN_UNDF, SHT_SYMTAB, KernelImage
+        from ..elfkernel import SHN_ABS, SHN_COMMON, SHN_UNDEF, SHT_SYMTAB, KernelImage
         rel, placed = _layout(self.path, self.base)
         where = {i: addr for i, _n, addr in placed}
         img = KernelImage(self.path)
@@ -266,7 +266,7 @@ class ModuleSymbols:
                     name_off, info, _o, shndx, value, _sz = ent
                 else:
                     name_off, value, _sz, info, _o, shndx = ent
-                if not name_off or name_off >= len(strs) or shndx in (SHN_UNDF, SHN_COMMON):
+                if not name_off or name_off >= len(strs) or shndx in (SHN_UNDEF, SHN_COMMON):
                     continue
                 if info & 0xF in (3, 4):                 # STT_SECTION, STT_FILE
                     continue
