@@ -22,6 +22,14 @@ def wanted(stream=None) -> bool:
         return env == "1"
     stream = stream or sys.stderr
     try:
+        stream.fileno()
+    except (AttributeError, ValueError, OSError):
+        # gdb's and lldb's sys.stderr are not files: ask the process's stderr
+        try:
+            return os.isatty(2)
+        except OSError:
+            return False
+    try:
         return bool(stream.isatty())
     except (AttributeError, ValueError, OSError):
         return False
