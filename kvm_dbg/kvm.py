@@ -239,11 +239,20 @@ class Kvm:
         that name in the selected vnet / CPU (libkvm's ``vnet_entry_`` and
         ``pcpu_entry_`` retries)."""
         value = self._resolve(name)
-        if value is None:
+        if value is None and not self._debugger_resolver:
             value = self._resolve_module(name)
-        if value is None:
-            value = self._resolve_virtual(name)
+            if value is None:
+                value = self._resolve_virtual(name)
         return value
+
+    @property
+    def _debugger_resolver(self) -> bool:
+        """A debugger's symbol table (rsp.symbols.SymbolTable) is the resolver:
+        it learns names through qSymbol, and every name asked and not found is
+        asked of the debugger again, so the library's own retries (module
+        files, vnet_entry_/pcpu_entry_) stay out of its way; the debugger
+        loads module symbols itself (kvm-kld load)."""
+        return self.resolver is not None and hasattr(self.resolver, "learn")
 
     # -- VNET / DPCPU selection (virtsyms) ------------------------------------
     @property
@@ -527,7 +536,11 @@ def open(kernel: str, core: str, *, resolver: Optional[Resolver] = None,  # noqa
                "show_progress": show_progress}
     kd = Kvm._open(kernel, core, flags, resolver, require_resolver=False, writable=writable,
                    options=options)
-    kd.modules()         # locate module files now: a missing one is a warning from the start
+    if resolver is None:
+        # Locate module files now: a missing one is a warning from the start.  With
+        # a caller's resolver (a debugger answering symbols as it learns them),
+        # the walk waits for the first lookup the resolver cannot answer.
+        kd.modules()
     return kd
 
 
