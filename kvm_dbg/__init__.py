@@ -13,6 +13,7 @@ from .compat import (
     O_WRONLY,
     POSIX2_LINE_MAX,
     kvm_close,
+    kvm_dpcpu_setcpu,
     kvm_geterr,
     kvm_kerndisp,
     kvm_native,
@@ -35,7 +36,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Kvm", "KvmError", "open", "kvm_open", "kvm_open2", "kvm_openfiles", "kvm_close",
     "kvm_geterr", "kvm_nlist", "kvm_nlist2", "kvm_read", "kvm_read2", "kvm_write",
-    "kvm_native", "kvm_kerndisp", "kvm_walk_pages", "nlist", "kvm_page", "O_RDONLY",
-    "O_WRONLY", "O_RDWR", "POSIX2_LINE_MAX", "VM_PROT_READ", "VM_PROT_WRITE",
+    "kvm_native", "kvm_kerndisp", "kvm_walk_pages", "kvm_dpcpu_setcpu", "nlist", "kvm_page",
+    "O_RDONLY", "O_WRONLY", "O_RDWR", "POSIX2_LINE_MAX", "VM_PROT_READ", "VM_PROT_WRITE",
     "VM_PROT_EXECUTE", "LIBKVM_WALK_PAGES_VERSION", "__version__",
 ]

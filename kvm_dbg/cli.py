@@ -14,22 +14,20 @@ import os
 import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import __version__, report
+from . import __version__, crashdir, report
 from . import kvm as _kvm
 from .corefile import peek
-from .debuggers import (
-    crashdir_files,
-    debugger_env,
-    dump_number,
-    gdb_argv,
-    kernel_for_core,
-    lldb_argv,
-)
+from .debuggers import debugger_env, gdb_argv, lldb_argv
+from .dumpfile import TEXTDUMP_NO_MEMORY, dump_number, prepare
 from .errors import KvmError
 
 EXAMPLES = """examples:
   kvm-dbg triage /boot/kernel/kernel /var/crash/vmcore.0
-  kvm-dbg triage --crashdir /var/crash -n 0          # kernel found as kgdb does
+  kvm-dbg triage --crashdir /var/crash -n 0          # dump 0 and its kernel (crashinfo's way)
+  kvm-dbg triage -n 0 --crashdir crash --sysroot /mnt/host   # a copy of the machine's root
+  kvm-dbg info kernel vmcore.0.zst                   # compressed: decompressed once, cached
+  kvm-dbg info --key dump.pem kernel vmcore_encrypted.0
+  kvm-dbg info textdump.tar.0.gz                     # a textdump needs no kernel
   kvm-dbg triage kernel.debug crashes/vmcore.*       # many dumps, grouped by panic
   kvm-dbg gdb kernel.debug vmcore.0                  # gdb with the dump open
   kvm-dbg lldb kernel.debug vmcore.0
@@ -61,16 +59,41 @@ def _is_kernel(path: str) -> bool:
     return etype in (2, 3)
 
 
-def _kernel_core_pairs(args) -> List[Tuple[str, str]]:
-    """(kernel, core) for each dump named on the command line."""
+def open_options(args) -> Dict[str, Any]:
+    """The ``kvm_dbg.open`` keywords given on the command line."""
+    return {"key": getattr(args, "key", None), "dumpkey": getattr(args, "dump_key", None),
+            "cache_dir": getattr(args, "cache_dir", None),
+            "sysroot": getattr(args, "sysroot", None)}
+
+
+def _say(text: str) -> None:
+    sys.stderr.write(f"kvm-dbg: {text}\n")
+    sys.stderr.flush()
+
+
+def _find_kernel(core: str, n: Optional[int], args, info=None) -> str:
+    """The kernel for ``core`` (crashdir.find_kernel), said on stderr."""
+    d = os.path.dirname(core) or "."
+    if info is None and n is not None and os.path.isfile(os.path.join(d, f"info.{n}")):
+        info = crashdir.parse_info(os.path.join(d, f"info.{n}"))
+    choice = crashdir.find_kernel(d, n, getattr(args, "sysroot", None) or "/", info)
+    if choice.path is None:
+        raise KvmError(f"{core}: {choice.explain()}")
+    _say(choice.explain())
+    return choice.path
+
+
+def _kernel_core_pairs(args) -> List[Tuple[Optional[str], str]]:
+    """(kernel, core) for each dump named on the command line; kernel None
+    for a textdump (it needs none)."""
     paths = list(args.paths)
     if getattr(args, "n", None) is not None:
-        kernel, core = crashdir_files(args.n, args.crashdir)
+        dump = crashdir.find_dump(args.crashdir, args.n)
         if paths:
-            kernel = paths[0]
-        if kernel is None:
-            raise KvmError(f"{core}: cannot find its kernel (give KERNEL explicitly)")
-        return [(kernel, core)]
+            return [(paths[0], dump.core)]
+        if _is_textdump(dump.core, args):
+            return [(None, dump.core)]
+        return [(_find_kernel(dump.core, args.n, args, dump.info), dump.core)]
     if not paths:
         raise UsageError("a CORE (or -n N) is required")
     kernel = None
@@ -78,25 +101,47 @@ def _kernel_core_pairs(args) -> List[Tuple[str, str]]:
         kernel, paths = paths[0], paths[1:]
     if len(paths) > 1 and not getattr(args, "many", False):
         raise UsageError("expected [KERNEL] CORE")
-    out = []
+    out: List[Tuple[Optional[str], str]] = []
     for core in paths:
-        k = kernel or kernel_for_core(os.path.dirname(core) or ".", dump_number(core))
-        if k is None:
-            raise KvmError(f"{core}: no kernel given and none found next to it "
-                           "(kernel.N or info.N)")
-        out.append((k, core))
+        if kernel is None and _is_textdump(core, args):
+            out.append((None, core))
+            continue
+        out.append((kernel or _find_kernel(core, dump_number(core), args), core))
     return out
+
+
+def _is_textdump(core: str, args) -> bool:
+    opts = open_options(args)
+    return prepare(core, key=opts["key"], dumpkey=opts["dumpkey"],
+                   cache_dir=opts["cache_dir"]).textdump
+
+
+def _open(kernel: Optional[str], core: str, args) -> _kvm.Kvm:
+    if kernel is None:       # a textdump: kvm_dbg.open says it has no memory
+        raise KvmError(f"{core}: {TEXTDUMP_NO_MEMORY}")
+    return _kvm.open(kernel, core, **open_options(args))
 
 
 def _open_one(args) -> _kvm.Kvm:
     kernel, core = _kernel_core_pairs(args)[0]
-    return _kvm.open(kernel, core)
+    return _open(kernel, core, args)
+
+
+def _textdump(core: str, args):
+    """The Textdump a core path holds, or None."""
+    from .dumpfile.textdump import Textdump
+    opts = open_options(args)
+    src = prepare(core, key=opts["key"], dumpkey=opts["dumpkey"], cache_dir=opts["cache_dir"])
+    return Textdump.open(src.path) if src.textdump else None
 
 
 # -- commands --------------------------------------------------------------------
 
 def cmd_info(args) -> Any:
-    with _open_one(args) as kd:
+    kernel, core = _kernel_core_pairs(args)[0]
+    if kernel is None:
+        return report.textdump_info(core, _textdump(core, args))
+    with _open(kernel, core, args) as kd:
         return report.info(kd)
 
 
@@ -111,7 +156,12 @@ def cmd_ps(args) -> Any:
 
 
 def cmd_dmesg(args) -> Any:
-    with _open_one(args) as kd:
+    kernel, core = _kernel_core_pairs(args)[0]
+    if kernel is None:
+        td = _textdump(core, args)
+        return {"text": td.msgbuf or "", "unread": "", "source": "textdump msgbuf.txt",
+                "warnings": []}
+    with _open(kernel, core, args) as kd:
         return report.dmesg(kd)
 
 
@@ -154,8 +204,11 @@ def cmd_triage(args) -> Any:
             sys.stderr.write(f"\r[{bar:<30}] {i}/{len(pairs)} {os.path.basename(core)[:30]:<30}")
             sys.stderr.flush()
         try:
-            with _kvm.open(kernel, core) as kd:
-                r = report.triage(kd)
+            if kernel is None:
+                r = report.textdump_triage(core, _textdump(core, args))
+            else:
+                with _open(kernel, core, args) as kd:
+                    r = report.triage(kd)
         except KvmError as e:
             r = {"kernel": kernel, "core": core, "error": str(e)}
         reports.append(r)
@@ -178,13 +231,15 @@ def cmd_triage(args) -> Any:
 def cmd_serve(args) -> Any:
     from .rsp import serve
     kernel, core = _kernel_core_pairs(args)[0]
+    if kernel is None:
+        raise KvmError(f"{core}: {TEXTDUMP_NO_MEMORY}")
     if args.listen and not args.allow_remote:
         host = args.listen.rsplit(":", 1)[0].strip("[]")
         if host not in ("127.0.0.1", "localhost", "::1", ""):
             raise UsageError("refusing to listen on a non-loopback address without "
                              "--allow-remote")
     status = serve(kernel, core, listen=args.listen, stdio=args.stdio, unix=args.unix,
-                   writable=args.writable)
+                   writable=args.writable, open_options=open_options(args))
     raise SystemExit(status)
 
 
@@ -196,18 +251,28 @@ def _exec_debugger(argv: List[str]) -> None:
         raise KvmError(f"{argv[0]}: {os.strerror(e.errno or 2)}") from None
 
 
+def _option_words(args) -> List[str]:
+    """``kvm-open`` options repeating ours (``--key FILE``...)."""
+    out: List[str] = []
+    for flag, value in (("--key", args.key), ("--dump-key", args.dump_key),
+                        ("--cache-dir", args.cache_dir), ("--sysroot", args.sysroot)):
+        if value:
+            out += [flag, os.path.abspath(value)]
+    return out
+
+
 def cmd_gdb(args) -> Any:
     kernel, core = _kernel_core_pairs(args)[0]
-    with _kvm.open(kernel, core) as kd:     # fail early, with our message
+    with _open(kernel, core, args) as kd:     # fail early, with our message (and decode once)
         arch = kd.arch
-    _exec_debugger(gdb_argv(kernel, core, arch, args.extra))
+    _exec_debugger(gdb_argv(kernel, core, arch, args.extra, _option_words(args)))
 
 
 def cmd_lldb(args) -> Any:
     kernel, core = _kernel_core_pairs(args)[0]
-    with _kvm.open(kernel, core):
+    with _open(kernel, core, args):
         pass
-    _exec_debugger(lldb_argv(kernel, core, args.extra))
+    _exec_debugger(lldb_argv(kernel, core, args.extra, _option_words(args)))
 
 
 # -- text rendering ------------------------------------------------------------------
@@ -223,13 +288,33 @@ def _hexdump(addr: int, data: bytes) -> str:
 
 
 def _text_info(r: Dict[str, Any]) -> str:
-    return "\n".join(f"{k + ':':<20} {'-' if v is None else v}" for k, v in r.items()
-                     if k != "warnings")
+    def show(v: Any) -> str:
+        if isinstance(v, list):
+            return ", ".join(map(str, v))
+        return "-" if v is None else str(v)
+    return "\n".join(f"{k + ':':<20} {show(v)}" for k, v in r.items() if k != "warnings")
+
+
+def _text_triage_textdump(r: Dict[str, Any]) -> str:
+    out = [f"dump:      {r['core']}", "format:    textdump (no memory: ddb output and text "
+           "files only)",
+           f"version:   {(r['version'] or 'unknown').splitlines()[0]}",
+           f"panic:     {r['panic'] or '(no panic.txt)'}",
+           f"files:     {', '.join(r['files'])}"]
+    if r["ddb"]:
+        out.append("ddb capture (ddb.txt):")
+        out.extend("  " + line for line in r["ddb"].rstrip("\n").splitlines())
+    if r["msgbuf_tail"]:
+        out.append("message buffer (last lines):")
+        out.extend("  " + line for line in r["msgbuf_tail"])
+    return "\n".join(out)
 
 
 def _text_triage_one(r: Dict[str, Any]) -> str:
     if "error" in r:
         return f"{r['core']}: error: {r['error']}"
+    if r.get("format") == "textdump":
+        return _text_triage_textdump(r)
     up = r["uptime_seconds"]
     out = [f"dump:      {r['core']}",
            f"kernel:    {r['kernel']}" + ("" if r["kernel_matches_dump"] is not False
@@ -311,6 +396,16 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("-n", type=int, metavar="N", help="dump number: open CRASHDIR/vmcore.N")
         s.add_argument("--crashdir", default="/var/crash", metavar="DIR",
                        help="crash directory for -n (default /var/crash)")
+        s.add_argument("--sysroot", metavar="DIR",
+                       help="the crashed machine's root (its /boot, /usr/lib/debug): where "
+                            "kernels and modules are looked for (default /)")
+        s.add_argument("--key", metavar="FILE",
+                       help="RSA private key (PEM) of an encrypted dump (decryptcore -p)")
+        s.add_argument("--dump-key", metavar="FILE",
+                       help="the encrypted dump's key.N, when not beside it")
+        s.add_argument("--cache-dir", metavar="DIR",
+                       help="where decompressed/decrypted copies go (default: beside the "
+                            "dump, else ~/.cache/kvm-dbg)")
         s.set_defaults(func=func, many=many, many_output=False, extra=[])
         return s
 

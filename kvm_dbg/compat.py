@@ -24,8 +24,6 @@ O_RDONLY, O_WRONLY, O_RDWR = os.O_RDONLY, os.O_WRONLY, os.O_RDWR
 POSIX2_LINE_MAX = 2048
 _ERRMAX = POSIX2_LINE_MAX - 1
 
-VNET_SYMPREFIX, DPCPU_SYMPREFIX = "vnet_entry_", "pcpu_entry_"
-
 
 @dataclass
 class nlist:  # noqa: N801 - libkvm's name
@@ -126,52 +124,51 @@ def _entries(nl: List[nlist]) -> List[nlist]:
 
 
 def kvm_nlist2(kd: Kvm, nl: List[nlist]) -> int:
-    """Fill ``n_value``/``n_type``; the number of names not found (-1 on error)."""
+    """Fill ``n_value``/``n_type``; the number of names not found (-1 on error).
+
+    libkvm's ``_kvm_nlist``: the base lookup (resolver, else the kernel's
+    nlist; then, a kvm_dbg addition, a loaded module's file), then the names
+    still missing retried as ``vnet_entry_`` and ``pcpu_entry_`` variables
+    relocated for the selected vnet / CPU (kvm_dbg.virtsyms; libkvm does this
+    for native cores only, kvm_dbg for all)."""
     ents = _entries(nl)
     missing = 0
     for ent in ents:
         ent.n_type, ent.n_value = N_UNDF, 0
         if kd.resolver is not None:
             value = kd._resolve(ent.n_name)
-            if value is None:
-                missing += 1
-            else:
-                ent.n_value, ent.n_type = value, N_DATA | N_EXT
+            hit = None if value is None else (value, N_DATA | N_EXT)
         else:
             hit = kd.kernel.nlist(ent.n_name) if kd.kernel is not None else None
-            if hit is None:
-                missing += 1
-            else:
-                ent.n_value, ent.n_type = hit
-    if missing > 0 and kd.native:
-        missing = _retry_dpcpu(kd, ents, missing)
+        if hit is None:
+            value = kd._resolve_module(ent.n_name)
+            hit = None if value is None else (value, N_DATA | N_EXT)
+        if hit is None:
+            missing += 1
+        else:
+            ent.n_value, ent.n_type = hit
+    if missing > 0:
+        for ent in ents:
+            if ent.n_type == N_UNDF:
+                value = kd._resolve_virtual(ent.n_name)
+                if value is not None:
+                    ent.n_value, ent.n_type = value, N_DATA | N_EXT
+                    missing -= 1
     return missing
 
 
-def _retry_dpcpu(kd: Kvm, ents: List[nlist], missing: int) -> int:
-    """Resolve remaining names as ``pcpu_entry_<name>`` relocated for CPU 0
-    (libkvm's DPCPU rule; vnet relocation needs struct layouts we do not have)."""
+def kvm_dpcpu_setcpu(kd: Kvm, cpu: int) -> int:
+    """Select the CPU whose DPCPU copies ``kvm_nlist2`` resolves to: 0, or -1
+    with libkvm's message in the error buffer."""
     try:
-        start = kd._resolve("___start_set_pcpu") or kd._resolve("__start_set_pcpu")
-        stop = kd._resolve("___stop_set_pcpu") or kd._resolve("__stop_set_pcpu")
-        dpcpu_off = kd._resolve("dpcpu_off")
-        if start is None or stop is None or dpcpu_off is None:
-            return missing
-        cpu0 = kd.read_ptr(dpcpu_off)
-    except KvmError:
-        return missing
-    for ent in ents:
-        if ent.n_type != N_UNDF:
-            continue
-        name = ent.n_name[1:] if ent.n_name.startswith("_") else ent.n_name
-        value = kd._resolve(DPCPU_SYMPREFIX + name)
-        if value is None:
-            continue
-        if start <= value < stop:
-            value = (value + cpu0) & ((1 << (8 * kd.ptrsize)) - 1)
-        ent.n_value, ent.n_type = value, N_DATA | N_EXT
-        missing -= 1
-    return missing
+        kd.set_cpu(cpu)
+    except KvmError as e:
+        if kd._virt.get("dpcpu") is None:
+            _report(kd, KvmError("kvm_dpcpu_setcpu: init failed"))
+        else:
+            _report(kd, e)
+        return -1
+    return 0
 
 
 def kvm_nlist(kd: Kvm, nl: List[nlist]) -> int:

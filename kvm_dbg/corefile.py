@@ -20,9 +20,12 @@ _U = {1: "B", 2: "H", 4: "I", 8: "Q"}
 
 
 class CoreFile:
-    """A read-only (or writable) memory map of a dump file."""
+    """A read-only (or writable) memory map of a dump file, or of the byte
+    range ``[offset, offset + length)`` of one (a dump inside a device image;
+    ``offset`` a multiple of ``mmap.ALLOCATIONGRANULARITY``)."""
 
-    def __init__(self, path: str, writable: bool = False) -> None:
+    def __init__(self, path: str, writable: bool = False, offset: int = 0,
+                 length: Optional[int] = None) -> None:
         self.path = path
         self.writable = writable
         flags = os.O_RDWR if writable else os.O_RDONLY
@@ -34,15 +37,24 @@ class CoreFile:
             st = os.fstat(fd)
             if stat.S_ISDIR(st.st_mode):
                 raise syserr(path, errno.EISDIR, path=path)
-            if not stat.S_ISREG(st.st_mode):
+            if stat.S_ISBLK(st.st_mode):
+                total = os.lseek(fd, 0, os.SEEK_END)
+            elif stat.S_ISREG(st.st_mode):
+                total = st.st_size
+            else:
                 raise KvmError(f"{path}: not a regular file: {os.strerror(errno.EINVAL)}",
                                path=path)
-            if st.st_size <= 0:
+            if length is None:
+                length = total - offset
+            if total <= 0 or length <= 0:
                 raise KvmError(f"empty file: {os.strerror(errno.EINVAL)}", path=path)
-            self.size = st.st_size
+            if offset < 0 or offset + length > total:
+                raise KvmError(f"dump range {offset}+{length} lies beyond the end of the file "
+                               f"({total} bytes)", path=path)
+            self.size = length
             access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
             try:
-                self.mm = mmap.mmap(fd, 0, access=access)
+                self.mm = mmap.mmap(fd, length, access=access, offset=offset)
             except (OSError, ValueError) as e:
                 raise KvmError(f"cannot map corefile: {e}", path=path) from None
         finally:

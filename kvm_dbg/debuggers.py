@@ -1,8 +1,8 @@
-"""Starting gdb or lldb on a dump, kgdb-style: which binary, which plugin,
-which kernel for ``vmcore.N``.
+"""Starting gdb or lldb on a dump, kgdb-style: which binary, which plugin.
 
 The adapters themselves live in plugins/; this module only builds the
-command line that loads one and runs ``kvm-open``.
+command line that loads one and runs ``kvm-open``.  Which kernel goes with
+``vmcore.N`` is kvm_dbg.crashdir's job.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import shutil
 import sys
 import sysconfig
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 from .arch.base import host_machine
 from .errors import KvmError
@@ -33,46 +33,6 @@ def plugin_path(debugger: str) -> str:
         if c.is_file():
             return str(c)
     raise KvmError(f"the {debugger} plugin ({name}) is not installed next to kvm_dbg")
-
-
-def crashdir_files(n: int, crashdir: str) -> Tuple[Optional[str], str]:
-    """kgdb's ``-n N``: the core ``DIR/vmcore.N`` and its kernel, if found."""
-    core = os.path.join(crashdir, f"vmcore.{n}")
-    if not os.path.exists(core):
-        raise KvmError(f"{core}: no such dump")
-    return kernel_for_core(crashdir, n), core
-
-
-def kernel_for_core(crashdir: str, n: Optional[int]) -> Optional[str]:
-    """The kernel kgdb would pick for dump N: ``kernel.N`` (file or directory
-    with ``kernel``), else the build directory named in ``info.N``."""
-    if n is None:
-        return None
-    for cand in (os.path.join(crashdir, f"kernel.{n}"),
-                 os.path.join(crashdir, f"kernel.{n}", "kernel")):
-        if os.path.isfile(cand):
-            return cand
-    info = os.path.join(crashdir, f"info.{n}")
-    try:
-        with open(info, errors="replace") as f:
-            for line in f:
-                if line.startswith("    ") and ":" in line:
-                    build = line.split(":", 1)[1].strip()
-                    for name in ("kernel.debug", "kernel.full", "kernel"):
-                        cand = os.path.join(build, name)
-                        if os.path.isfile(cand):
-                            return cand
-    except OSError:
-        pass
-    return None
-
-
-def dump_number(core: str) -> Optional[int]:
-    """N of a ``vmcore.N`` path, else None."""
-    base = os.path.basename(core)
-    if base.startswith("vmcore.") and base[7:].isdigit():
-        return int(base[7:])
-    return None
 
 
 def gdb_binary(arch: str) -> str:
@@ -118,13 +78,20 @@ def _quote(path: str) -> str:
     return '"' + path.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def gdb_argv(kernel: str, core: str, arch: str, extra: List[str]) -> List[str]:
+def _open_cmd(kernel: str, core: str, options: Optional[List[str]]) -> str:
+    """``kvm-open [OPTIONS] KERNEL CORE`` (options: ``--key FILE``...)."""
+    words = [_quote(w) if not w.startswith("-") else w for w in (options or [])]
+    return " ".join(["kvm-open", *words, _quote(kernel), _quote(core)])
+
+
+def gdb_argv(kernel: str, core: str, arch: str, extra: List[str],
+             options: Optional[List[str]] = None) -> List[str]:
     return [gdb_binary(arch), "-q", "-ex", "set osabi none", "-ex",
-            f"source {plugin_path('gdb')}", "-ex",
-            f"kvm-open {_quote(kernel)} {_quote(core)}", *extra]
+            f"source {plugin_path('gdb')}", "-ex", _open_cmd(kernel, core, options), *extra]
 
 
-def lldb_argv(kernel: str, core: str, extra: List[str]) -> List[str]:
+def lldb_argv(kernel: str, core: str, extra: List[str],
+              options: Optional[List[str]] = None) -> List[str]:
     return [lldb_binary(), "--no-use-colors", "-o",
             f"command script import {plugin_path('lldb')}", "-o",
-            f"kvm-open {_quote(kernel)} {_quote(core)}", *extra]
+            _open_cmd(kernel, core, options), *extra]

@@ -16,6 +16,7 @@ from typing import Callable, Iterator, List, Optional
 
 from .arch.base import KvmPage, probe
 from .corefile import CoreFile, peek
+from .dumpfile import TEXTDUMP_NO_MEMORY, Prepared, prepare
 from .elfkernel import KernelImage
 from .errors import KvmError, syserr
 
@@ -26,9 +27,6 @@ MAXPATHLEN = 1024
 _PATH_MEM, _PATH_DEVNULL = "/dev/mem", "/dev/null"
 _PAGE = 4096
 _CACHE_MAX = 1 << 16
-
-_COMPRESSED = ((b"\x1f\x8b", "gzip", "gunzip"), (b"\x28\xb5\x2f\xfd", "zstd", "unzstd"),
-               (b"BZh", "bzip2", "bunzip2"), (b"\xfd7zXZ\x00", "xz", "unxz"))
 
 
 def getbootfile() -> str:
@@ -65,18 +63,27 @@ class Kvm:
         self.warnings: List[str] = []
         self.errbuf = ""                 # kvm_geterr's text
         self.program: Optional[str] = None
+        self.source: Optional[Prepared] = None     # what the core path held (dumpfile)
+        self.open_options: dict = {}
         self._cache: dict = {}
         self._mm = None
         # Direct-map fast path: (first VA, end VA, VA - PA, pa -> offset, file size, mmap).
         self._dmap: tuple = (0, 0, 0, None, 0, None)
+        self._modtable = None             # kstate.klds.ModuleTable, built on demand
+        self._virt: dict = {}             # "vnet" / "dpcpu" state (virtsyms), on demand
+        self._busy = False                # building the module table or vnet state
 
     # -- opening ----------------------------------------------------------
     @classmethod
     def _open(cls, execfile: Optional[str], corefile: Optional[str], flags: int = os.O_RDONLY,
               resolver: Optional[Resolver] = None, require_resolver: bool = False,
-              writable: Optional[bool] = None) -> Kvm:
-        """libkvm's ``_kvm_open``: raises KvmError with libkvm's message."""
+              writable: Optional[bool] = None, options: Optional[dict] = None) -> Kvm:
+        """libkvm's ``_kvm_open``: raises KvmError with libkvm's message.
+
+        ``options`` (see :func:`open`): key, dumpkey, cache_dir, show_progress,
+        sysroot."""
         kd = cls()
+        kd.open_options = dict(options or {})
         try:
             kd._do_open(execfile, corefile, flags, resolver, require_resolver, writable)
         except BaseException:
@@ -110,7 +117,17 @@ class Kvm:
         if writable is None:
             writable = flags & O_ACCMODE != os.O_RDONLY
         self.writable = bool(writable)
-        self.core = CoreFile(corefile, writable=self.writable)
+        opts = self.open_options
+        src = prepare(corefile, key=opts.get("key"), dumpkey=opts.get("dumpkey"),
+                      cache_dir=opts.get("cache_dir"), show_progress=opts.get("show_progress"))
+        self.source = src
+        if src.textdump:
+            raise KvmError(TEXTDUMP_NO_MEMORY, errno=errno.ENOTSUP, path=corefile)
+        if self.writable and (src.path != corefile or src.offset or src.length is not None):
+            raise KvmError(f"cannot open it writable: writes need a plain dump file, and this "
+                           f"one is {src.description}", path=corefile)
+        self.core = CoreFile(src.path, writable=self.writable, offset=src.offset,
+                             length=src.length)
         self._mm = self.core.mm
         self.kernel = KernelImage(execfile)
         ident = self.kernel.ident
@@ -118,11 +135,6 @@ class Kvm:
         self.ptrsize = ident.elfclass // 8
         head = self.core.head(8)
         is_minidump = head == b"minidump"
-        if not is_minidump and head[:4] != b"\x7fELF":
-            for magic, kind, tool in _COMPRESSED:
-                if head.startswith(magic):
-                    raise KvmError(f"core is {kind}-compressed: decompress it first ({tool})",
-                                   path=corefile)
         spec = probe(ident, is_minidump)
         if spec is None:
             if not is_minidump and head[:4] != b"\x7fELF":
@@ -154,13 +166,127 @@ class Kvm:
         hit = self.kernel.nlist(name)
         return None if hit is None else hit[0]
 
+    def _resolve_module(self, name: str) -> Optional[int]:
+        """A name defined in a loaded module's file (kstate.klds.ModuleTable)."""
+        if self._busy or self.backend is None:
+            return None
+        table = self._module_table()
+        return None if table is None else table.lookup(name)
+
+    def _module_table(self):
+        if self._modtable is None:
+            from .kstate.klds import ModuleTable, module_files
+            from .kstate.memory import warn
+            self._busy = True
+            try:
+                files = module_files(self)
+            finally:
+                self._busy = False
+            for m in files:
+                if m.file is None:
+                    warn(self, f"klds: {m.name}: no symbol file found (looked for "
+                               f"{m.name}.debug, .symbols and {m.name} in "
+                               f"{', '.join(m.searched) or 'no directory'}); "
+                               "give --sysroot")
+                elif m.error:
+                    warn(self, f"klds: {m.name}: {m.error}")
+            self._modtable = ModuleTable(files)
+        return self._modtable
+
+    def modules(self):
+        """Loaded kernel modules with their symbol files and section addresses
+        (kstate.klds.ModuleFile), found as kgdb does under the open's sysroot;
+        a module without a file is a warning."""
+        if self.backend is None:
+            return []
+        return list(self._module_table().files)
+
+    def _virt_state(self, kind: str):
+        if kind not in self._virt:
+            from . import virtsyms
+            self._busy = True
+            try:
+                self._virt[kind] = (virtsyms.vnet_init(self) if kind == "vnet"
+                                    else virtsyms.dpcpu_init(self))
+            finally:
+                self._busy = False
+        return self._virt[kind]
+
+    def _resolve_virtual(self, name: str) -> Optional[int]:
+        """libkvm's retries: ``vnet_entry_<name>`` relocated for the selected
+        vnet, then ``pcpu_entry_<name>`` for the selected CPU."""
+        if self._busy or self.backend is None:
+            return None
+        from .virtsyms import VNET_SYMPREFIX, retry_names
+        mask = (1 << (8 * self.ptrsize)) - 1
+        for prefix, cand in retry_names(name):
+            value = self._resolve(cand)
+            if value is None:
+                value = self._resolve_module(cand)
+            if value is None:
+                continue
+            state = self._virt_state("vnet" if prefix == VNET_SYMPREFIX else "dpcpu")
+            return value if state is None else state.relocate(value, mask)
+        return None
+
     def lookup(self, name: str) -> Optional[int]:
-        """Address of a kernel symbol, or None if unknown."""
-        return self._resolve(name)
+        """Address of a kernel symbol, or None if unknown: the kernel's (or the
+        resolver's), then a loaded module's, then a VNET or DPCPU variable of
+        that name in the selected vnet / CPU (libkvm's ``vnet_entry_`` and
+        ``pcpu_entry_`` retries)."""
+        value = self._resolve(name)
+        if value is None and not self._debugger_resolver:
+            value = self._resolve_module(name)
+            if value is None:
+                value = self._resolve_virtual(name)
+        return value
+
+    @property
+    def _debugger_resolver(self) -> bool:
+        """A debugger's symbol table (rsp.symbols.SymbolTable) is the resolver:
+        it learns names through qSymbol, and every name asked and not found is
+        asked of the debugger again, so the library's own retries (module
+        files, vnet_entry_/pcpu_entry_) stay out of its way; the debugger
+        loads module symbols itself (kvm-kld load)."""
+        return self.resolver is not None and hasattr(self.resolver, "learn")
+
+    # -- VNET / DPCPU selection (virtsyms) ------------------------------------
+    @property
+    def vnet(self) -> Optional[int]:
+        """Address of the selected ``struct vnet`` (None: not a VIMAGE kernel)."""
+        state = self._virt_state("vnet")
+        return None if state is None else state.current
+
+    def vnets(self) -> List[int]:
+        """Every ``struct vnet`` on ``vnet_head``, newest first (LIST_INSERT_HEAD)."""
+        from .virtsyms import vnet_list
+        return vnet_list(self)
+
+    def set_vnet(self, address: int) -> None:
+        """Relocate VNET symbols for the vnet at ``address`` (checks its magic)."""
+        from .virtsyms import Vnet, read_vnet
+        state = self._virt_state("vnet")
+        if state is None:
+            raise KvmError("no VNET symbols in this kernel (__start_set_vnet, "
+                           "__stop_set_vnet, vnet_head)", errno=errno.ENOENT,
+                           path=self.kernel_path)
+        base = read_vnet(self, address)
+        self._virt["vnet"] = Vnet(state.start, state.stop, address, base)
+
+    @property
+    def cpu(self) -> Optional[int]:
+        """The CPU whose DPCPU copies symbols resolve to (None: no DPCPU)."""
+        state = self._virt_state("dpcpu")
+        return None if state is None else state.cpu
+
+    def set_cpu(self, cpu: int) -> None:
+        """Relocate DPCPU symbols for ``cpu`` (libkvm's ``kvm_dpcpu_setcpu``)."""
+        from .virtsyms import dpcpu_setcpu
+        dpcpu_setcpu(self._virt_state("dpcpu"), cpu)
 
     def symbol(self, name: str) -> int:
-        """Address of a kernel symbol; KvmError if unknown."""
-        value = self._resolve(name)
+        """Address of a kernel symbol (as :meth:`lookup`); KvmError if unknown."""
+        value = self.lookup(name)
         if value is None:
             raise KvmError(f"symbol '{name}' not found", errno=errno.ENOENT,
                            path=self.kernel_path)
@@ -385,16 +511,33 @@ class Kvm:
 
 
 def open(kernel: str, core: str, *, resolver: Optional[Resolver] = None,  # noqa: A001
-         writable: bool = False) -> Kvm:
+         writable: bool = False, key: Optional[str] = None, dumpkey: Optional[str] = None,
+         cache_dir: Optional[str] = None, sysroot: Optional[str] = None,
+         show_progress: Optional[bool] = None) -> Kvm:
     """Open a kernel and its crash dump; raises :class:`KvmError`.
 
     The kernel's own ELF symbol table resolves symbols unless ``resolver``
     (``name -> address or None``) is given; any architecture opens on any host.
+    ``core`` may be a plain vmcore, a ``.zst``/``.gz`` one, an encrypted one
+    (``key``: the RSA private key; ``dumpkey``: its key.N if not beside it), or
+    a dump device image; decoded copies go next to it or to ``cache_dir``
+    (docs/crash-directory.md).  ``sysroot`` is where the crashed machine's
+    files are (``/boot/modules``, ``/usr/lib/debug``...), for module files.
+    A progress bar is drawn on a terminal (``show_progress`` forces it).
     """
     if kernel is None or core is None:
         raise KvmError("both a kernel and a core file must be given")
     flags = os.O_RDWR if writable else os.O_RDONLY
-    return Kvm._open(kernel, core, flags, resolver, require_resolver=False, writable=writable)
+    options = {"key": key, "dumpkey": dumpkey, "cache_dir": cache_dir, "sysroot": sysroot,
+               "show_progress": show_progress}
+    kd = Kvm._open(kernel, core, flags, resolver, require_resolver=False, writable=writable,
+                   options=options)
+    if resolver is None:
+        # Locate module files now: a missing one is a warning from the start.  With
+        # a caller's resolver (a debugger answering symbols as it learns them),
+        # the walk waits for the first lookup the resolver cannot answer.
+        kd.modules()
+    return kd
 
 
 def is_minidump(path: str) -> bool:

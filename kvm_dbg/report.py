@@ -123,8 +123,15 @@ def dmesg(kd: Kvm) -> Dict[str, Any]:
 
 
 def klds(kd: Kvm) -> Dict[str, Any]:
-    rows = [{"name": k.name, "path": k.path, "address": f"0x{k.address:x}",
-             "size": k.size} for k in kd.klds()]
+    """Loaded modules, each with the symbol file found for it (kgdb's search
+    under the dump's sysroot) or why none was."""
+    files = {(m.name, m.address): m for m in kd.modules()}
+    rows = []
+    for k in kd.klds():
+        m = files.get((k.name, k.address))
+        rows.append({"name": k.name, "path": k.path, "address": f"0x{k.address:x}",
+                     "size": k.size, "file": m.file if m is not None else None,
+                     "file_error": m.error if m is not None else None})
     return {"klds": rows, "warnings": warnings(kd)}
 
 
@@ -141,6 +148,23 @@ def triage(kd: Kvm) -> Dict[str, Any]:
     report["msgbuf_tail"] = lines[-MSGBUF_TAIL_LINES:]
     report["warnings"] = warnings(kd)
     return report
+
+
+def textdump_info(core: str, td: Any) -> Dict[str, Any]:
+    """What a textdump says about itself (it has no memory to read)."""
+    return {"core": core, "format": "textdump", "files": sorted(td.files),
+            "version": td.version.strip() if td.version else None, "panic": td.panic,
+            "warnings": []}
+
+
+def textdump_triage(core: str, td: Any) -> Dict[str, Any]:
+    """Triage of a textdump: panic, version, the ddb capture, the msgbuf's tail."""
+    lines = td.msgbuf.rstrip("\n").splitlines() if td.msgbuf else []
+    out = textdump_info(core, td)
+    out["kernel"] = None
+    out["ddb"] = td.ddb
+    out["msgbuf_tail"] = lines[-MSGBUF_TAIL_LINES:]
+    return out
 
 
 def signature(report: Dict[str, Any], frames: int = 3) -> str:
@@ -178,11 +202,13 @@ def text_procs(rows: List[Dict[str, Any]]) -> str:
 
 
 def text_klds(rows: List[Dict[str, Any]]) -> str:
-    """The module table (``kvm-dbg kld``, ``kvm-kld``)."""
-    out = [f"{'ADDRESS':>18} {'SIZE':>10}  NAME  PATH"]
+    """The module table (``kvm-dbg kld``, ``kvm-kld``), with the symbol file
+    found for each module or why there is none."""
+    out = [f"{'ADDRESS':>18} {'SIZE':>10}  NAME  PATH  SYMBOL FILE"]
     for k in rows:
         size = "-" if k["size"] is None else f"0x{k['size']:x}"
-        out.append(f"{k['address']:>18} {size:>10}  {k['name']}  {k['path'] or ''}")
+        found = k.get("file") or ("(none: " + (k.get("file_error") or "not looked for") + ")")
+        out.append(f"{k['address']:>18} {size:>10}  {k['name']}  {k['path'] or '-'}  {found}")
     return "\n".join(out)
 
 

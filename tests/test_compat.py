@@ -240,13 +240,14 @@ def test_pythonic_errors_name_the_file(fx, text_file, tmp_path):
     assert isinstance(ei.value, OSError)
 
 
-def test_compressed_core_is_named(fx, tmp_path):
-    import gzip
-    gz = tmp_path / "vmcore.0.gz"
+def test_unsupported_compression_is_named(fx, tmp_path):
+    """gzip and zstd open (tests/test_dumpfile.py); bzip2 is named and refused."""
+    import bz2
+    bz = tmp_path / "vmcore.0.bz2"
     with open(fx.core_path, "rb") as f:
-        gz.write_bytes(gzip.compress(f.read()))
-    with pytest.raises(KvmError, match="gzip-compressed"):
-        kvm_dbg.open(fx.kernel_path, str(gz))
+        bz.write_bytes(bz2.compress(f.read()))
+    with pytest.raises(KvmError, match="bzip2-compressed: decompress it first"):
+        kvm_dbg.open(fx.kernel_path, str(bz))
 
 
 def test_kernel_core_arch_mismatch(tmp_path):

@@ -11,6 +11,8 @@ import pytest
 from procs import gone
 from realdumps import REAL_DUMPS, real_dump_factory  # noqa: F401 (fixture)
 
+from kvm_dbg.adapter import OPEN_USAGE
+
 pexpect = pytest.importorskip("pexpect")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,7 +106,7 @@ def test_commands_and_errors(gdb_dump, tmp_path):
     out = g.cmd("kvm-open /nonexistent/kernel /nonexistent/core")
     assert out.strip() == "kvm-open: /nonexistent/kernel: No such file or directory"
     assert g.cmd("kvm-ps").strip().startswith("kvm-ps: no dump is open")
-    assert g.cmd("kvm-open a b c").strip() == "kvm-open: usage: kvm-open [-w] [KERNEL] CORE"
+    assert g.cmd("kvm-open a b c").strip() == "kvm-open: " + OPEN_USAGE
     bogus = tmp_path / "not-a-core"
     bogus.write_bytes(b"\0" * 8192)
     out = g.cmd(f"kvm-open {dump.kernel} {bogus}")

@@ -13,6 +13,7 @@ import pytest
 from procs import gone
 from realdumps import REAL_DUMPS, real_dump_factory  # noqa: F401 (fixture)
 
+from kvm_dbg.adapter import OPEN_USAGE
 from kvm_dbg.debuggers import debugger_env
 
 pexpect = pytest.importorskip("pexpect")
@@ -177,7 +178,7 @@ def test_commands_and_errors(real_dump_factory, lldb_session, tmp_path):  # noqa
     assert lldb.cmd("kvm-ps").strip().startswith("error: kvm-ps: no dump is open")
     assert lldb.cmd("kvm-close").strip() == "error: kvm-close: no dump is open"
     assert lldb.cmd("kvm-open a b c").strip() == \
-        "error: kvm-open: usage: kvm-open [-w] [KERNEL] CORE"
+        "error: kvm-open: " + OPEN_USAGE
     bogus = tmp_path / "not-a-core"
     bogus.write_bytes(b"\0" * 8192)
     out = lldb.cmd(f"kvm-open {dump.kernel} {bogus}").strip()

@@ -30,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="exit after the first client leaves")
     p.add_argument("--watch-stdin", action="store_true",
                    help="exit when stdin reaches end of file (parent went away)")
+    p.add_argument("--key", metavar="FILE", help="RSA private key of an encrypted dump")
+    p.add_argument("--dump-key", metavar="FILE", help="the encrypted dump's key.N")
+    p.add_argument("--cache-dir", metavar="DIR", help="where decoded copies of dumps go")
+    p.add_argument("--sysroot", metavar="DIR", help="the crashed machine's root (modules)")
     p.add_argument("--log", metavar="FILE", help="log to FILE")
     p.add_argument("-v", "--verbose", action="store_true", help="log every packet")
     return p
@@ -40,7 +44,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     return serve(a.kernel, a.core, listen=a.listen, stdio=a.stdio, unix=a.unix,
                  symbols=a.symbols, writable=a.writable, once=a.once,
                  watch_stdin=a.watch_stdin, log_file=a.log, verbose=a.verbose,
-                 elf_symbols=a.elf_symbols)
+                 elf_symbols=a.elf_symbols,
+                 open_options={"key": a.key, "dumpkey": a.dump_key, "cache_dir": a.cache_dir,
+                               "sysroot": a.sysroot, "show_progress": False})
 
 
 if __name__ == "__main__":

@@ -41,8 +41,8 @@ def _elf_fallback(kernel: str) -> Callable[[str], Optional[int]]:
 
 
 def open_dump(kernel: str, core: str, symbols: Optional[str] = None,
-              writable: bool = False, elf_symbols: bool = True
-              ) -> Tuple[Any, Optional[SymbolTable]]:
+              writable: bool = False, elf_symbols: bool = True,
+              open_options: Optional[dict] = None) -> Tuple[Any, Optional[SymbolTable]]:
     """Open the dump with the debugger's symbols (if given) as the resolver.
 
     With ``elf_symbols=False`` names missing from the file are not looked up
@@ -53,7 +53,8 @@ def open_dump(kernel: str, core: str, symbols: Optional[str] = None,
     if symbols:
         table = SymbolTable(load_symbol_file(symbols),
                             fallback=_elf_fallback(kernel) if elf_symbols else None)
-    kvm = kvm_dbg.open(kernel, core, resolver=table, writable=writable)
+    kvm = kvm_dbg.open(kernel, core, resolver=table, writable=writable,
+                       **(open_options or {}))
     return kvm, table
 
 
@@ -100,7 +101,8 @@ def _fail(message: str) -> int:
 def serve(kernel: str, core: str, *, listen: Optional[str] = None, stdio: bool = False,
           unix: Optional[str] = None, symbols: Optional[str] = None, writable: bool = False,
           once: bool = False, watch_stdin: bool = False, log_file: Optional[str] = None,
-          verbose: bool = False, elf_symbols: bool = True) -> int:
+          verbose: bool = False, elf_symbols: bool = True,
+          open_options: Optional[dict] = None) -> int:
     """Open KERNEL+CORE and serve it; returns a process exit status.
 
     Socket modes print ``kvm_dbg.rsp: listening on ADDRESS`` on stdout once
@@ -109,7 +111,7 @@ def serve(kernel: str, core: str, *, listen: Optional[str] = None, stdio: bool =
     if log_file:
         logging.basicConfig(filename=log_file, level=logging.DEBUG if verbose else logging.INFO)
     try:
-        kvm, table = open_dump(kernel, core, symbols, writable, elf_symbols)
+        kvm, table = open_dump(kernel, core, symbols, writable, elf_symbols, open_options)
         regset_for(kvm.arch)
         target = Target(kvm, writable=writable)      # walks the threads: fails here, loudly
     except (KvmError, OSError) as e:                 # the dump or a file: one line

@@ -100,6 +100,7 @@ class KernelSpec:
     version_mismatch: bool = False                 # kernel FILE's version differs
     i386_trap_by_ref: bool = True                  # calltrap starts with push %esp
     corrupt: Sequence[str] = ()
+    virt: bool = False                             # VNET + DPCPU sets, two vnets
 
 
 # ------------------------------------------------------------------ expectations
@@ -168,6 +169,7 @@ class KernelExpect:
     functions: Dict[str, Tuple[int, int]] = field(default_factory=dict)
     offsets: Dict[str, int] = field(default_factory=dict)
     corrupt: List[str] = field(default_factory=list)   # each must give a warning
+    virt: Dict[str, object] = field(default_factory=dict)   # see Installer._virt
 
     def thread(self, tid: int) -> ThreadExpect:
         return next(t for t in self.threads if t.tid == tid)
@@ -486,6 +488,8 @@ class _Writer:
         self._procs()
         self._msgbuf(options)
         self._klds()
+        if sp_.virt:
+            self._virt()
         self._version(options)
         # Hole: the page after the heap's last page is mapped but never written.
         pg = m.page_size
@@ -734,6 +738,55 @@ class _Writer:
             heap.int(mb + o + 4 * i, v, 4)
         self.kd.ptr(self.g["msgbufp"], mb)
         options.setdefault("msgbuf", bytes(ring))
+
+    # -- VNET and DPCPU (sys/net/vnet.h, sys/sys/pcpu.h, kern/subr_pcpu.c) ------------
+    def _virt(self) -> None:
+        """Linker sets ``set_pcpu`` / ``set_vnet`` in the kernel image (their
+        ``__start_``/``__stop_`` symbols and one ``pcpu_entry_``/``vnet_entry_``
+        variable each), ``mp_maxcpus`` + ``dpcpu_off[]`` (a per-CPU copy of the
+        set for each CPU but the last, whose offset is 0: absent), and two
+        ``struct vnet`` (vnet0 and a jail's) on ``vnet_head`` with their data
+        copies.  ``exp.virt`` holds what a reader must find."""
+        kd, heap, w = self.kd, self.heap, self.w
+        maxcpus = self.spec.ncpu + 1
+        pset = kd.alloc(0x100, 64)
+        vset = kd.alloc(0x200, 64)
+        for name, va in (("__start_set_pcpu", pset), ("__stop_set_pcpu", pset + 0x100),
+                         ("pcpu_entry_pcpu_counter", pset + 0x10),
+                         ("__start_set_vnet", vset), ("__stop_set_vnet", vset + 0x200),
+                         ("vnet_entry_vnet_counter", vset + 0x20)):
+            self.syms.append(Symbol(name, va, 8 if "entry" in name else 0, ".kdata"))
+            self.exp.symbols[name] = va
+        g = {n: self.gsym(kd, n, size, ".kdata", w) for n, size in
+             (("mp_maxcpus", 4), ("dpcpu_off", w * maxcpus), ("vnet_head", w),
+              ("vnet0", w))}
+        kd.int(g["mp_maxcpus"], maxcpus, 4)
+        counters = {}
+        for cpu in range(maxcpus - 1):
+            copy = heap.alloc(0x100, 64)
+            kd.ptr(g["dpcpu_off"] + cpu * w, copy - pset)
+            heap.int(copy + 0x10, 1000 + cpu, 8)
+            counters[cpu] = (copy + 0x10, 1000 + cpu)
+        # struct vnet: LIST_ENTRY (2 pointers), vnet_magic_n, vnet_ifcnt, vnet_sockcnt,
+        # vnet_state (u_int each), vnet_data_mem, vnet_data_base.
+        magic_off = 2 * w
+        mem_off = (magic_off + 16 + w - 1) & -w
+        vnets = []
+        for i in range(2):
+            v = heap.alloc(mem_off + 2 * w + 8, 64)
+            data = heap.alloc(0x200, 64)
+            heap.int(v + magic_off, 0x3E0D8F29, 4)
+            heap.ptr(v + mem_off, data)
+            heap.ptr(v + mem_off + w, data - vset)
+            heap.int(data + 0x20, 5000 + i, 8)
+            vnets.append((v, data + 0x20, 5000 + i))
+        heap.ptr(vnets[1][0], vnets[0][0])            # vnet_head -> jail's -> vnet0
+        heap.ptr(vnets[0][0] + w, vnets[1][0])
+        heap.ptr(vnets[1][0] + w, g["vnet_head"])
+        kd.ptr(g["vnet_head"], vnets[1][0])
+        kd.ptr(g["vnet0"], vnets[0][0])
+        self.exp.virt = {"maxcpus": maxcpus, "counters": counters, "vnets": vnets,
+                         "pset": pset, "vset": vset}
 
     # -- klds --------------------------------------------------------------------
     def _klds(self) -> None:
