@@ -92,7 +92,7 @@ def test_cli_kld_lists_files(sysroot_dump):
     assert line.endswith(str(dbg))
     assert "(none: absent.ko: Unable to locate kld)" in out
     rows = json.loads(subprocess.run(cmd + ["--json"], capture_output=True, text=True,
-                                     env=env, check=True).stdout)
+                                     env=env, check=True).stdout)["klds"]
     assert rows[0]["file"] == str(dbg) and rows[1]["file"] is None
 
 
