@@ -41,7 +41,7 @@ struct pcpu *__pcpu;			/* the pcpu array; zpcpu offsets from it */
 /* The DPCPU linker set (set_pcpu) and its one variable (kern/kern_clock.c). */
 char __start_set_pcpu[0] ALIGNED16;
 int pcpu_entry_pcputicks;
-char __stop_set_pcpu[0];
+char __stop_set_pcpu[0] ALIGNED16;
 
 /* vm/vm_meter.c */
 struct vmmeter vm_cnt ALIGNED16;
@@ -92,7 +92,7 @@ struct vnet *vnet0;
 struct vnet_list_head vnet_head;
 char __start_set_vnet[0] ALIGNED16;
 int vnet_entry_ip_defttl = 64;		/* IPDEFTTL */
-char __stop_set_vnet[0];
+char __stop_set_vnet[0] ALIGNED16;
 
 /* kern/kern_thread.c (static there) */
 struct tidhashhead *tidhashtbl;

@@ -389,7 +389,7 @@ class Vmstat:
             glob(f"__start_{setname}", 0, 16)
             for ename, esize in entries:
                 glob(ename, esize, 4)
-            glob(f"__stop_{setname}", 0, 4)
+            glob(f"__stop_{setname}", 0, 16)
             kd.alloc(8, 8)
 
     # -- structures ----------------------------------------------------------------------
