@@ -59,14 +59,18 @@ SECTIONS: List[Section] = [
 
 
 def report(kd: Any, prog: Any = None, use_drgn: bool = True,
-           now: Optional[datetime.datetime] = None) -> Dict[str, Any]:
+           now: Optional[datetime.datetime] = None,
+           drgn_hint: Optional[str] = None) -> Dict[str, Any]:
     """The report of an open dump.  ``prog``: a drgn Program over ``kd`` (made here
-    when drgn is installed and ``use_drgn``); ``now``: the date line's time."""
+    when drgn is installed and ``use_drgn``); ``now``: the date line's time;
+    ``drgn_hint``: added to the reason when drgn cannot be used."""
     ctx = S.Context(kd, prog)
     if prog is None and use_drgn:
         ctx.open_drgn()
     elif prog is None:
         ctx.no_drgn = "drgn not used (--no-drgn)"
+    if ctx.no_drgn and drgn_hint:
+        ctx.no_drgn += f" ({drgn_hint})"
     when = now or datetime.datetime.now(datetime.timezone.utc)
     out: Dict[str, Any] = {
         "kernel": kd.kernel_path, "core": kd.core_path, "arch": kd.arch,
