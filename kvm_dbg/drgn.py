@@ -132,16 +132,15 @@ def program_for(kd: Kvm, owns: bool = False) -> Any:
 
 
 def _span(kd: Kvm) -> Optional[Tuple[int, int]]:
-    """[start, end) of the kernel's allocated sections, moved by kerndisp."""
+    """[start, end) of the kernel's allocated sections.  Link addresses, as the
+    descriptor reads them (its backend applies ``kerndisp`` itself)."""
     image = kd.kernel
     if image is None:
         return None
     secs = [s for s in image.sections if s.flags & 2 and s.size and s.addr]
     if not secs:
         return None
-    lo = min(s.addr for s in secs)
-    hi = max(s.addr + s.size for s in secs)
-    return lo + kd.kerndisp, hi + kd.kerndisp
+    return min(s.addr for s in secs), max(s.addr + s.size for s in secs)
 
 
 def _add_kernel(prog: Any, kd: Kvm, state: _State) -> None:

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Install what kvm_dbg needs on Debian 12 (idempotent): debuggers, yaml2obj,
 # pyelftools for the debuggers' own Python, gcc/binutils (examples/build.py: the
-# example's rebuild test), and a project venv in .venv.
+# example's rebuild test), the arm64 cross compiler (DWARF for the arm64 fixture,
+# tests/fixturegen/dwarfkernel.py), and a project venv in .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PKGS=(gdb gdb-multiarch lldb-16 python3-lldb-16 python3-pyelftools llvm bzip2 python3-venv
-          gcc binutils)
+          gcc binutils gcc-aarch64-linux-gnu)
 missing=()
 for pkg in "${APT_PKGS[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -728,16 +728,17 @@ class Vmstat:
         self._ptr(self.g["vm_phys_fictitious_tree"], root)
         e.fict_starts = sorted(self.fict)
 
-    # -- tdfind's hash ------------------------------------------------------------------
+    # -- tdfind's hash, and td_proc -----------------------------------------------------
     def _tidhash(self) -> None:
         wr, g, e, w = self.wr, self.g, self.expect, self.abi.w
         mask = 0x3F
         td_hash = THREAD_TD_PLIST[w] + 4 * 2 * w      # after td_plist/runq/slpq/lockq
         tbl = self.heap.alloc((mask + 1) * w, 64)
         heads: Dict[int, int] = {}
-        for lst in wr.tds.values():
+        for key, lst in wr.tds.items():
             for spec, ta in lst:
                 e.tids[spec.tid] = ta
+                self._ptr(ta + w, wr.addrs[key])      # td_proc (tdfind's pid check)
                 b = spec.tid & mask
                 first = heads.get(b, 0)               # LIST_INSERT_HEAD
                 self._ptr(ta + td_hash, first)
