@@ -229,7 +229,7 @@ def find_thread(prog: Any, thread: Union[int, Any]) -> KThread:
         return thread
     drgn = require()
     if isinstance(thread, drgn.Object):
-        addr = thread.value_() if thread.type_.kind == drgn.TypeKind.POINTER \
+        addr = thread.value_() if thread.type_.unaliased_kind() == drgn.TypeKind.POINTER \
             else thread.address_
         return _by(prog, lambda t: t.td_addr == addr, f"struct thread at {addr:#x}")
     value = int(thread)

@@ -273,7 +273,7 @@ def vmstat_s(ctx: Context) -> Dict[str, Any]:
     for field, label in VMSTAT_S:
         if field in members:
             obj = cnt.member_(field)
-            value = counter_u64_fetch(obj) if obj.type_.kind == drgn.TypeKind.POINTER \
+            value = counter_u64_fetch(obj) if obj.type_.unaliased_kind() == drgn.TypeKind.POINTER \
                 else obj.value_()
         elif field == "v_user_wire_count" and _has(prog, "vm_user_wire_count"):
             value = prog["vm_user_wire_count"].value_()

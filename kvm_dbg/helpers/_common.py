@@ -39,8 +39,3 @@ def has_symbol(prog: Any, name: str) -> bool:
         return False
     return True
 
-
-def pointer_to(obj: Any) -> Any:
-    """``obj`` itself if it is a pointer, else ``&obj``."""
-    import drgn
-    return obj if obj.type_.kind == drgn.TypeKind.POINTER else obj.address_of_()

@@ -71,7 +71,7 @@ def zpcpu_offset_cpu(prog: Any, cpu: int) -> int:
     base = 0
     if has_symbol(prog, "__pcpu"):
         pcpu = prog["__pcpu"]
-        if pcpu.type_.kind == drgn.TypeKind.POINTER:
+        if pcpu.type_.unaliased_kind() == drgn.TypeKind.POINTER:
             base = pcpu.value_()
     return base + UMA_PCPU_ALLOC_SIZE * cpu
 
