@@ -170,7 +170,7 @@ def _add_klds(prog: Any, kd: Kvm, state: _State) -> None:
             mod.section_addresses[name] = addr
         try:
             mod.try_file(path, force=True)
-        except Exception as e:  # noqa: BLE001 - drgn raises several types on bad files
+        except (OSError, ValueError) as e:        # drgn ignores files it cannot use
             warn(kd, f"drgn: {path}: {e}")
             continue
         state.modules[k.name] = path
