@@ -200,8 +200,8 @@ def cmd_drgn(args) -> Any:
     from . import drgn as kdrgn
     from . import drgncli
     paths, script = list(args.paths), ""
-    if len(paths) >= 2 and paths[-1].endswith(".py") and not _is_kernel(paths[-1]) \
-            and peek(paths[-1], 8) != b"minidump":
+    if (len(paths) >= 2 or args.n is not None) and paths and paths[-1].endswith(".py") \
+            and not _is_kernel(paths[-1]) and peek(paths[-1], 8) != b"minidump":
         script = paths.pop()
     args.paths = paths
     kernel, core = _kernel_core_pairs(args)[0]

@@ -240,6 +240,13 @@ def test_cli_script_mode(tmp_path, example):
     assert "first sysctl" in r.stdout and "thread 100120 sysctl" in r.stdout
     assert "procs [812, 705, 16, 12, 11, 1, 0]" in r.stdout
     assert "bt ['doadump', 'kern_reboot', 'vpanic']" in r.stdout
+    crashdir = tmp_path / "crash"                  # -n N --crashdir DIR: kernel.N found
+    crashdir.mkdir()
+    shutil.copy(example / "vmcore.0", crashdir / "vmcore.0")
+    shutil.copy(example / "kernel", crashdir / "kernel.0")
+    r = subprocess.run([sys.executable, "-m", "kvm_dbg.cli", "drgn", "-n", "0", "--crashdir",
+                        str(crashdir), str(script)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "thread 100120 sysctl" in r.stdout, r.stderr
 
 
 def test_cli_interactive_shell(example):
