@@ -25,6 +25,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 from fixturegen import kernelstate as ks  # noqa: E402
+from fixturegen import vmstat  # noqa: E402
 from fixturegen.example import EXTRA, build_example  # noqa: E402
 
 CC = os.environ.get("CC", "gcc")
@@ -38,6 +39,8 @@ LDFLAGS = ["-m", "elf_x86_64", "-nostdlib", "--build-id=none", "-z", "noexecstac
 #: Generator symbols whose size differs on purpose: hz is an int (the generator
 #: gives every .bss word 8 bytes).
 SIZE_OK = {"hz"}
+#: The kernel's C sources (examples/src).
+SOURCES = ["src/kernel.c", "src/vmstat.c"]
 #: Output sections: the generator's, with its .bss folded into .data.
 OUT_SECTION = {".text": ".text", ".data": ".data", ".bss": ".data", ".rodata": ".rodata",
                ".kdata": ".kdata"}
@@ -113,6 +116,7 @@ def layout_checks(fx) -> str:
         lines.append(f"AT(msgbuf, msg_{field}, {8 + 4 * i});")
     lines.append(f"_Static_assert(MSG_MAGIC == {ks.MSG_MAGIC:#x}, \"MSG_MAGIC\");")
     lines.append(f"_Static_assert(MAXCOMLEN == {ks.MAXCOMLEN}, \"MAXCOMLEN\");")
+    lines += vmstat.layout_checks(fx.arch)
     return "\n".join(lines) + "\n"
 
 
@@ -157,10 +161,12 @@ def compile_kernel(fx, work: Path) -> Path:
     (work / "kernel.ld").write_text(linker_script(gen))
     flags = CFLAGS + [f"-ffile-prefix-map={work}=.", "-Isrc"]
     run([CC, *flags, "-fsyntax-only", "check.c"], work)
-    run([CC, *flags, "-c", "src/kernel.c", "-o", "kernel.o"], work)
-    run([CC, *flags, "-c", "vers.c", "-o", "vers.o"], work)
+    objs = []
+    for c in SOURCES + ["vers.c"]:
+        objs.append(Path(c).stem + ".o")
+        run([CC, *flags, "-c", c, "-o", objs[-1]], work)
     out = work / "kernel"
-    run([LD, *LDFLAGS, "-T", "kernel.ld", "-o", "kernel", "kernel.o", "vers.o"], work)
+    run([LD, *LDFLAGS, "-T", "kernel.ld", "-o", "kernel", *objs], work)
     with open(out, "r+b") as f:          # EI_OSABI: a FreeBSD kernel, like the generator's
         f.seek(7)
         f.write(bytes([ELFOSABI_FREEBSD]))

@@ -34,6 +34,8 @@ EXAMPLES = """examples:
   kvm-dbg threads --json kernel vmcore.0
   kvm-dbg read kernel vmcore.0 0xffffffff81cd4c0c 16
   kvm-dbg serve kernel vmcore.0 --listen 127.0.0.1:2345
+  kvm-dbg crashinfo kernel.debug vmcore.0 -o core.txt.0   # crashinfo(8) on any host
+  kvm-dbg drgn kernel.debug vmcore.0                 # drgn shell (pip install 'kvm-dbg[drgn]')
 """
 
 
@@ -243,6 +245,37 @@ def cmd_serve(args) -> Any:
     raise SystemExit(status)
 
 
+def cmd_crashinfo(args) -> Any:
+    from . import crashinfo
+    kernel, core = _kernel_core_pairs(args)[0]
+    with _kvm.open(kernel, core) as kd:
+        rep = crashinfo.report(kd, use_drgn=not args.no_drgn)
+    if not args.output:
+        return rep
+    text = json.dumps(rep, indent=2) if args.json else crashinfo.render(rep)
+    with open(args.output, "w", encoding="utf-8") as f:
+        f.write(text if text.endswith("\n") else text + "\n")
+    return {"output": args.output}
+
+
+def cmd_drgn(args) -> Any:
+    from . import drgn as kdrgn
+    from . import drgncli
+    paths, script = list(args.paths), ""
+    if (len(paths) >= 2 or args.n is not None) and paths and paths[-1].endswith(".py") \
+            and not _is_kernel(paths[-1]) and peek(paths[-1], 8) != b"minidump":
+        script = paths.pop()
+    args.paths = paths
+    kernel, core = _kernel_core_pairs(args)[0]
+    kdrgn.require()
+    prog = kdrgn.program(kernel, core)
+    try:
+        drgncli.run(prog, script, args.extra)
+    finally:
+        kdrgn.close(prog)
+    raise SystemExit(0)
+
+
 def _exec_debugger(argv: List[str]) -> None:
     sys.stdout.flush()
     try:
@@ -368,6 +401,13 @@ def _text_read(r: Dict[str, Any]) -> str:
     return f"wrote {r['length']} bytes to {r['output']}"
 
 
+def _text_crashinfo(r: Dict[str, Any]) -> str:
+    if "output" in r:
+        return f"Writing crash summary to {r['output']}."
+    from .crashinfo import render
+    return render(r).rstrip("\n")
+
+
 def _text_dmesg(r: Dict[str, Any]) -> str:
     return r["text"].rstrip("\n") if r["text"] else "(message buffer is empty)"
 
@@ -376,6 +416,7 @@ TEXT: Dict[str, Callable[[Any], str]] = {
     "info": _text_info, "threads": lambda r: report.text_threads(r["threads"]),
     "ps": lambda r: report.text_procs(r["procs"]), "kld": lambda r: report.text_klds(r["klds"]),
     "triage": _text_triage, "nlist": _text_nlist, "read": _text_read, "dmesg": _text_dmesg,
+    "crashinfo": _text_crashinfo,
 }
 
 
@@ -422,6 +463,17 @@ def build_parser() -> argparse.ArgumentParser:
                               ("kld", "loaded kernel modules", cmd_kld)):
         s = add(name, help_, func)
         s.add_argument("paths", nargs="*", metavar="[KERNEL] CORE")
+    s = add("crashinfo", "crashinfo(8)'s core.txt: panic, backtraces, ps, vmstat -s/-m/-z/-i, "
+            "pstat -T, dmesg, kernel config, ddb capture buffer", cmd_crashinfo)
+    s.add_argument("paths", nargs="*", metavar="[KERNEL] CORE")
+    s.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE "
+                   "(e.g. core.txt.0) instead of standard output")
+    s.add_argument("--no-drgn", action="store_true",
+                   help="only the sections kvm-dbg reads without drgn")
+    s = add("drgn", "drgn's interactive shell on the dump (prog, FreeBSD helpers, crashed "
+            "thread), or run SCRIPT.py with it; needs pip install 'kvm-dbg[drgn]'",
+            cmd_drgn, report_=False)
+    s.add_argument("paths", nargs="*", metavar="[KERNEL] CORE [SCRIPT.py]")
     s = add("nlist", "look up kernel symbols", cmd_nlist)
     s.add_argument("kernel_core", nargs=2, metavar="KERNEL CORE")
     s.add_argument("symbols", nargs="+", metavar="SYMBOL")

@@ -91,13 +91,14 @@ def uptime(kd: Kvm) -> Optional[float]:
     return round(((t - start) & 0xFFFFFFFF) / h, 2)
 
 
-def thread_dict(kd: Kvm, t: Any, backtrace: bool = False) -> Dict[str, Any]:
+def thread_dict(kd: Kvm, t: Any, backtrace: bool = False,
+                max_frames: int = BACKTRACE_FRAMES) -> Dict[str, Any]:
     d = {"tid": t.tid, "pid": t.pid, "name": t.name, "crashed": bool(t.crashed),
          "oncpu": t.oncpu,
          "registers": {k: f"0x{v:x}" for k, v in sorted(t.registers.items())}}
     if backtrace:
         d["backtrace"] = [{"pc": f"0x{pc:x}", "symbol": symbolize(kd, pc)}
-                          for pc in t.backtrace()[:BACKTRACE_FRAMES]]
+                          for pc in t.backtrace()[:max_frames]]
     return d
 
 

@@ -3,12 +3,14 @@
 # pyelftools, zstandard, cryptography and tqdm for the debuggers' own Python
 # (compressed and encrypted dumps opened from gdb/lldb), the zstd CLI (the
 # decompression benchmark's reference), gcc/binutils (examples/build.py: the
-# example's rebuild test), and a project venv in .venv.
+# example's rebuild test), the arm64 cross compiler (DWARF for the arm64 fixture,
+# tests/fixturegen/dwarfkernel.py), and a project venv in .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PKGS=(gdb gdb-multiarch lldb-16 python3-lldb-16 python3-pyelftools llvm bzip2 python3-venv
-          gcc binutils zstd gzip python3-zstandard python3-cryptography python3-tqdm)
+          gcc binutils zstd gzip python3-zstandard python3-cryptography python3-tqdm
+          gcc-aarch64-linux-gnu)
 missing=()
 for pkg in "${APT_PKGS[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

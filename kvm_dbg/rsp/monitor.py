@@ -23,6 +23,8 @@ HELP = """kvm_dbg monitor commands:
   unread        the unread portion of the message buffer (as kgdb prints it)
   panic         the panic string
   kld           loaded kernel modules
+  crashinfo     crashinfo(8)'s report (core.txt); drgn in the server's Python
+                gives the vmstat/pstat/config/ddb sections
   proc PID|ADDR the thread id of a process's first thread
   tid TID|ADDR  the thread id of a thread (checks it exists)
   unwind-elf [LO-HI]...
@@ -111,6 +113,22 @@ def cmd_kld(target: Target, _args: List[str]) -> str:
     return _lines(report.text_klds(rows))
 
 
+def cmd_crashinfo(target: Target, args: List[str]) -> str:
+    """crashinfo's core.txt, made in this server (kvm_dbg.crashinfo)."""
+    import sys
+
+    from ..crashinfo import render, report
+    from ..errors import KvmError
+    if args:
+        raise MonitorError("usage: crashinfo")
+    hint = (f"the kvm_dbg server runs on {sys.executable}; set KVM_DBG_PYTHON to a "
+            "Python with kvm-dbg[drgn] before kvm-open")
+    try:
+        return render(report(target.kvm, drgn_hint=hint))
+    except KvmError as e:
+        raise MonitorError(f"crashinfo: {e}") from None
+
+
 def _kernstart(target: Target) -> int:
     return 1 << (target.ptrsize * 8 - 1) if target.ptrsize == 8 else 0xC0000000
 
@@ -187,7 +205,7 @@ def _private_dir() -> str:
 COMMANDS: Dict[str, Callable[[Target, List[str]], str]] = {
     "info": cmd_info, "warnings": cmd_warnings, "ps": cmd_ps, "threads": cmd_threads,
     "dmesg": cmd_dmesg, "unread": cmd_unread, "panic": cmd_panic, "kld": cmd_kld,
-    "proc": cmd_proc, "tid": cmd_tid,
+    "proc": cmd_proc, "tid": cmd_tid, "crashinfo": cmd_crashinfo,
     "unwind-elf": cmd_unwind_elf, "help": lambda _t, _a: HELP,
 }
 

@@ -30,6 +30,7 @@ RESOLVER_SYMBOLS: List[str] = [
     "linker_files", "linker_kernel_file", "linker_path",
     # messages and identity
     "msgbufp", "panicstr", "version", "osreldate", "hostname", "hz",
+    "osrelease", "ostype", "machine", "ticks", "time_uptime",     # crashinfo's header
     # trap entry points (frame unwinding)
     "calltrap", "fast_syscall_common", "fork_trampoline", "mchk_calltrap", "nmi_calltrap",
     "Xlcall_syscall", "Xint0x80_syscall", "Xtimerint", "Xcpustop", "Xrendezvous",

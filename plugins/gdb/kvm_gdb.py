@@ -7,7 +7,7 @@ Thin glue only: the dump is served by a ``python -m kvm_dbg.rsp`` child
 process that gdb talks to with ``target remote`` (never a thread inside gdb:
 gdb holds the GIL while waiting on the target); what is not gdb-specific is
 in ``kvm_dbg.adapter``.  Commands: kvm-open, kvm-close, kvm-info, kvm-ps,
-kvm-dmesg, kvm-proc, kvm-tid, kvm-kld (``kvm-kld load`` adds module symbols
+kvm-dmesg, kvm-crashinfo, kvm-proc, kvm-tid, kvm-kld (``kvm-kld load`` adds module symbols
 as kgdb does).  Symbols come from gdb only (the server gets
 --no-elf-symbols).  A frame unwinder applies kvm_dbg's frame-pointer and
 trap-frame rules where gdb has no DWARF for a frame.  From gdb's ``python``
@@ -523,6 +523,8 @@ prints the unread message buffer, the panic string and the crashed frame.
              "Summary of the open dump: architecture, version, panic string, crashed thread.")
     _Command("kvm-ps", _text_command("ps"), "List the processes of the dump.")
     _Command("kvm-dmesg", _text_command("dmesg"), "Print the kernel message buffer.")
+    _Command("kvm-crashinfo", _text_command("crashinfo"),
+             "Print crashinfo(8)'s report of the dump (kvm-dbg crashinfo; docs/crashinfo.md).")
     _Command("kvm-kld", _kld, """List the loaded kernel modules, or load their symbols.
 
 kvm-kld lists them.  kvm-kld load [NAME|all] finds each module's file as kgdb

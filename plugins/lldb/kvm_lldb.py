@@ -5,7 +5,8 @@ then:                   kvm-open [KERNEL] CORE
 
 Thin glue only: the dump is served by a ``python -m kvm_dbg.rsp`` child
 process that lldb talks to with ``process connect`` (gdb-remote).  Commands:
-kvm-open, kvm-close, kvm-info, kvm-ps, kvm-dmesg, kvm-proc, kvm-tid, kvm-kld.
+kvm-open, kvm-close, kvm-info, kvm-ps, kvm-dmesg, kvm-crashinfo, kvm-proc, kvm-tid,
+kvm-kld.
 From lldb's ``script`` prompt or a ``command script`` file,
 ``kvm_lldb.kvm()`` returns a read-only ``kvm_dbg.Kvm`` on the same dump.
 
@@ -399,6 +400,8 @@ COMMANDS = [
     _command("kvm-ps", _text_command("ps"), "kvm-ps", "List the processes of the dump."),
     _command("kvm-dmesg", _text_command("dmesg"), "kvm-dmesg",
              "Print the kernel message buffer."),
+    _command("kvm-crashinfo", _text_command("crashinfo"), "kvm-crashinfo",
+             "Print crashinfo(8)'s report of the dump (kvm-dbg crashinfo)."),
     _command("kvm-kld", _kld, "kvm-kld [load [NAME|all]]", "List the loaded kernel modules.",
              "With 'load', add the module's symbol file (found next to the kernel or in\n"
              "the kernel's module path, as kgdb does) at its sections' load addresses."),

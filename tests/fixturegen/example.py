@@ -20,6 +20,7 @@ from .kernelstate import (
     stopped_idle_stack,
     syscall_stack,
 )
+from .vmstat import Vmstat
 
 ARCH = "amd64"
 #: Offsets of the extra fields (struct thread / struct proc, amd64).
@@ -53,7 +54,7 @@ def example_spec() -> KernelSpec:
     tail = panic_lines("page fault")
     return KernelSpec(procs, dumptid=100120, ncpu=2, hostname="crashbox.example.org",
                       msgbuf_lines=_boot(tail, 4000), panic_lines=tail,
-                      msgbuf_size=4000, klds=klds)
+                      msgbuf_size=4000, klds=klds, extras=[Vmstat()])
 
 
 def _boot(tail: List[str], size: int) -> List[str]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import pagetables as pt
 from .elfwriter import (
@@ -101,6 +101,9 @@ class KernelSpec:
     i386_trap_by_ref: bool = True                  # calltrap starts with push %esp
     corrupt: Sequence[str] = ()
     virt: bool = False                             # VNET + DPCPU sets, two vnets
+    #: More kernel state written by other modules (e.g. fixturegen.vmstat.Vmstat): each
+    #: has ``name``, ``reserve(writer)`` (globals), ``write(writer)`` and ``expect``.
+    extras: Sequence[Any] = ()
 
 
 # ------------------------------------------------------------------ expectations
@@ -170,6 +173,7 @@ class KernelExpect:
     offsets: Dict[str, int] = field(default_factory=dict)
     corrupt: List[str] = field(default_factory=list)   # each must give a warning
     virt: Dict[str, object] = field(default_factory=dict)   # see Installer._virt
+    extras: Dict[str, Any] = field(default_factory=dict)   # KernelSpec.extras' expect
 
     def thread(self, tid: int) -> ThreadExpect:
         return next(t for t in self.threads if t.tid == tid)
@@ -459,6 +463,9 @@ class _Writer:
             if name in ("pidhashtbl", "pidhash") and self.era == "zombproc":
                 continue
             g[name] = self.gsym(kd, name, size, ".kdata", 64 if "pcb" in name else w)
+        self.ro, self.kd, self.g = ro, kd, g
+        for extra in sp_.extras:
+            extra.reserve(self)
         heap = Arena(heap_va + K4 * (1 + (len(kd.buf) + K4 - 1) // K4), w, m.little())
         self.heap, self.kd, self.g = heap, kd, g
         kd.int(g["dumptid"], -1 if sp_.dumptid is None else sp_.dumptid, 4)
@@ -490,6 +497,9 @@ class _Writer:
         self._klds()
         if sp_.virt:
             self._virt()
+        for extra in sp_.extras:
+            extra.write(self)
+            self.exp.extras[extra.name] = extra.expect
         self._version(options)
         # Hole: the page after the heap's last page is mapped but never written.
         pg = m.page_size
