@@ -58,12 +58,17 @@ def lldb_binary() -> str:
 
 def debugger_env(base: Optional[dict] = None) -> dict:
     """Environment for starting gdb/lldb: the system ``python3`` first on PATH,
-    and ``$KVM_DBG_PATH`` naming this kvm_dbg installation for the plugins.
+    ``$KVM_DBG_PATH`` naming this kvm_dbg installation for the plugins, and
+    ``$KVM_DBG_PYTHON`` (unless set) naming this interpreter for the server.
 
     A debugger's embedded Python derives its prefix from the ``python3`` it
-    finds on PATH; with pyenv's (or a venv's) first, lldb-16 loads the wrong
-    standard library and loses the system site-packages (pyelftools)."""
+    finds on PATH; with pyenv's (or a venv's) first, lldb-16 loads another
+    standard library than its own and loses the system site-packages.  The
+    server runs on the interpreter ``kvm-dbg`` itself runs on, which has every
+    optional feature installed with it (drgn for ``kvm-crashinfo``, zstd...);
+    the plugin still probes it before use."""
     env = dict(os.environ if base is None else base)
+    env.setdefault("KVM_DBG_PYTHON", sys.executable)
     here = str(Path(__file__).resolve().parents[1])     # where this kvm_dbg lives
     paths = [p for p in env.get("KVM_DBG_PATH", "").split(os.pathsep) if p]
     if here not in paths:

@@ -148,17 +148,12 @@ def backtrace(ctx: Context) -> Dict[str, Any]:
 
 def kldstat(ctx: Context) -> List[Dict[str, Any]]:
     """The loaded modules, with the symbol file kgdb (and drgn) would use."""
-    from ..kstate.klds import kld_file, klds
-    out = []
-    for row, k in zip(_report.klds(ctx.kd), klds(ctx.kd)):
-        row["file"] = kld_file(ctx.kd, k)
-        out.append(row)
-    return out
+    return _report.klds(ctx.kd)["klds"]
 
 
 def ps(ctx: Context) -> List[Dict[str, Any]]:
     """The process table (kvm-dbg ps)."""
-    return _report.procs(ctx.kd)
+    return _report.procs(ctx.kd)["procs"]
 
 
 def dmesg(ctx: Context) -> Dict[str, Any]:

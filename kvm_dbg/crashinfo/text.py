@@ -57,8 +57,8 @@ def _kldstat(rows: List[Dict[str, Any]]) -> List[str]:
 
 
 def _ps(rows: List[Dict[str, Any]]) -> List[str]:
-    from ..cli import _text_ps
-    return _text_ps(rows).split("\n")
+    from ..report import text_procs
+    return text_procs(rows).split("\n")
 
 
 def _vmstat_s(d: Dict[str, Any]) -> List[str]:
