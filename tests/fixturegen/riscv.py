@@ -16,6 +16,7 @@ from .multiarch import (
     XMachine,
     XSpec,
     flat_walk,
+    install_kstate,
     kmap_pages,
     manifest,
     new_profile,
@@ -117,7 +118,8 @@ def write(pr, version: int, kpath: str, cpath: str, options: Dict[str, object]):
     from . import Fixture
 
     m: XMachine = pr.m  # type: ignore[assignment]
-    write_kernel_x(m, kpath, pr)
+    kst = install_kstate(pr, options)
+    write_kernel_x(m, kpath, pr, kst)
     pmap, extra = _pmap(m)
 
     def header(h: Dict[str, int]) -> bytes:
