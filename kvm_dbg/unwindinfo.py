@@ -93,7 +93,7 @@ def collect(kvm: Any, threads: Optional[Iterable[Any]] = None,
             skip: Optional[Callable[[int], bool]] = None) -> Dict[int, PcRules]:
     """Rules for every pc of every thread's frames (``kvm.threads()``), except
     those ``skip(pc)`` rejects (e.g. pcs a debugger already has a module for)."""
-    arch = archdata.arch_info(kvm.arch)
+    arch = archdata.arch_for_kvm(kvm)
     if arch is None or arch.name not in DWARF_ARCHES:
         return {}
     found: Dict[int, Dict[int, Rule]] = {}
