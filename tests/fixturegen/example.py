@@ -73,7 +73,7 @@ EXAMPLES: Dict[str, ExampleArch] = {
         "dump_avail": [(0x80000000, 0x80900000), (0x80A00000, 0x88000000)],
         "kstate_heap": (0xC2000000, 0x84000000, 1 << 20)},
         machine="arm", cpu="CPU: ARM Cortex-A7 r0p5 (ECO: 0x00000000)", arg0="r0"),
-    "riscv": ExampleArch("minidump", 2, {"mode": "sv39"}, machine="riscv",
+    "riscv": ExampleArch("minidump", 2, {"mode": "sv39", "e_flags": 5}, machine="riscv",
                          cpu="cpu0: SiFive U74 (rv64imafdc_zicsr_zifencei)",
                          fault=((264, 0, 8), (272, 13, 8)),        # tf_stval, tf_scause
                          arg0="a0"),
@@ -90,7 +90,7 @@ EXAMPLES: Dict[str, ExampleArch] = {
                            fault=((38 * 4, 0x300, 4), (39 * 4, 0, 4), (40 * 4, 0x40000000, 4)),
                            arg0="r3"),
     "mips": ExampleArch("minidump", 2, {
-        "abi": "o32", "endian": "be", "e_flags": 0x70001001, "data_offset": 0x80000,
+        "abi": "o32", "endian": "be", "e_flags": 0x70001000, "data_offset": 0x80000,
         "dump_avail": [(0, 0x1000000), (0x1100000, 0x8000000)]},
         osreldate=1300139, osrelease="13.0-RELEASE", machine="mips",
         cpu="cpu0: MIPS Technologies processor v2.1",

@@ -52,7 +52,7 @@ def profile(fmt: str, version: int, options: Dict[str, object]):
     m = XMachine("riscv", 4096, ram, KERNBASE, DMAP_MIN, DMAP_MAX, DMAP_PHYS,
                  pattern=str(options.get("pattern", "addr")),
                  xspec=XSpec("riscv", 64, True, EM_RISCV, b"minidump FreeBSD/riscv",
-                             KERNBASE))
+                             KERNBASE, int(options.get("e_flags", 0))))
     pr = new_profile(m, b"riscv.riscv64", 1000)
     data_pa = map_kernel_image(pr, KERNBASE, DMAP_PHYS + M2, M2, K4, "l2_super")
     pr.abs_syms["kernbase"] = KERNBASE
