@@ -85,8 +85,8 @@ TOOLCHAINS: Dict[str, Toolchain] = {
     "arm": Toolchain("arm-linux-gnueabihf", ("-marm", "-march=armv7-a", "-mfpu=vfpv3-d16",
                                              "-mfloat-abi=hard"),
                      "armelf_linux_eabi", "EM_ARM", 32, True),
-    "riscv": Toolchain("riscv64-linux-gnu", ("-march=rv64gc", "-mabi=lp64d",
-                                             "-msmall-data-limit=0"),
+    "riscv": Toolchain("riscv64-linux-gnu", ("-march=rv64imafdc", "-mabi=lp64",
+                                             "-msmall-data-limit=0"),   # sys/conf/kern.mk
                        "elf64lriscv", "EM_RISCV", 64, True),
     "powerpc64": Toolchain("powerpc64-linux-gnu", ("-mbig-endian", "-mabi=elfv2"),
                            "elf64ppc", "EM_PPC64", 64, False),

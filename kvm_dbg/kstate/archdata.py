@@ -90,6 +90,13 @@ class ArchInfo:
     #: MIPS: callers found from the function prologue instead of a frame chain.
     prologue: Optional[Prologue] = None
 
+    def debugger_address(self, addr: int) -> int:
+        """``addr`` as debuggers hold it: 32-bit MIPS addresses are sign-extended
+        (KSEG0 0x80000000 is 0xffffffff80000000 to gdb)."""
+        if self.name == "mips" and addr & 0x80000000:
+            return addr | 0xFFFFFFFF00000000
+        return addr
+
     @property
     def unwind_registers(self) -> Tuple[str, ...]:
         """The registers one unwinding step reads from a frame."""

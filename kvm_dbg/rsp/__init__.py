@@ -115,7 +115,7 @@ def serve(kernel: str, core: str, *, listen: Optional[str] = None, stdio: bool =
         logging.basicConfig(filename=log_file, level=logging.DEBUG if verbose else logging.INFO)
     try:
         kvm, table = open_dump(kernel, core, symbols, writable, elf_symbols)
-        regset_for(kvm.arch)
+        regset_for(kvm.arch, kvm.ptrsize)
     except Exception as e:  # one line, no traceback: the adapter shows it to the user
         sys.stderr.write(f"{ERROR_PREFIX}{e}\n")
         sys.stderr.flush()

@@ -19,6 +19,7 @@ HELP = """kvm_dbg monitor commands:
   dmesg         the whole kernel message buffer
   unread        the unread portion of the message buffer (as kgdb prints it)
   panic         the panic string
+  kerndisp      how far the kernel runs from its link address (kvm_kerndisp)
   kld           loaded kernel modules
   proc PID|ADDR the thread id of a process's first thread
   tid TID|ADDR  the thread id of a thread (checks it exists)
@@ -130,6 +131,11 @@ def cmd_unread(target: Target, _args: List[str]) -> str:
     return f"\nUnread portion of the kernel message buffer:\n{text}\n"
 
 
+def cmd_kerndisp(target: Target, _args: List[str]) -> str:
+    """``0x...``: the debuggers relocate the kernel's symbols by it (kgdb does)."""
+    return f"{target.kerndisp:#x}\n"
+
+
 def cmd_panic(target: Target, _args: List[str]) -> str:
     p = panic_string(target)
     return f"panic: {p}\n" if p else ""
@@ -225,7 +231,8 @@ def _private_dir() -> str:
 
 COMMANDS: Dict[str, Callable[[Target, List[str]], str]] = {
     "info": cmd_info, "ps": cmd_ps, "threads": cmd_threads, "dmesg": cmd_dmesg,
-    "unread": cmd_unread, "panic": cmd_panic, "kld": cmd_kld, "proc": cmd_proc, "tid": cmd_tid,
+    "unread": cmd_unread, "panic": cmd_panic, "kerndisp": cmd_kerndisp, "kld": cmd_kld,
+    "proc": cmd_proc, "tid": cmd_tid,
     "unwind-elf": cmd_unwind_elf, "help": lambda _t, _a: HELP,
 }
 

@@ -40,7 +40,7 @@ class Target:
     def __init__(self, kvm: Any, writable: bool = False) -> None:
         self.kvm = kvm
         self.writable = writable
-        self.regset: RegSet = regset_for(kvm.arch)
+        self.regset: RegSet = regset_for(kvm.arch, getattr(kvm, "ptrsize", None))
         self.byteorder: str = getattr(kvm, "byteorder", "little")
         self.ptrsize: int = int(getattr(kvm, "ptrsize", 8))
         self.threads: List[TargetThread] = []
@@ -107,5 +107,15 @@ class Target:
             return False
         return True
 
+    @property
+    def kerndisp(self) -> int:
+        """How far the kernel runs from its link address (``kvm_kerndisp``)."""
+        disp = getattr(self.kvm, "kerndisp", 0)
+        return disp if isinstance(disp, int) else 0
+
     def entry(self) -> int:
-        return int(getattr(self.kvm, "kernel_entry", 0) or 0)
+        """The kernel's run-time entry point (AT_ENTRY): its ELF entry, displaced by
+        ``kvm_kerndisp`` (powerpc64), so that debuggers relocate a position-
+        independent kernel's symbols as kgdb does."""
+        entry = int(getattr(self.kvm, "kernel_entry", 0) or 0)
+        return (entry + self.kerndisp) % (1 << 8 * self.ptrsize) if entry else entry

@@ -73,13 +73,13 @@ EXAMPLES: Dict[str, ExampleArch] = {
         "dump_avail": [(0x80000000, 0x80900000), (0x80A00000, 0x88000000)],
         "kstate_heap": (0xC2000000, 0x84000000, 1 << 20)},
         machine="arm", cpu="CPU: ARM Cortex-A7 r0p5 (ECO: 0x00000000)", arg0="r0"),
-    "riscv": ExampleArch("minidump", 2, {"mode": "sv39", "e_flags": 5}, machine="riscv",
+    "riscv": ExampleArch("minidump", 2, {"mode": "sv39", "e_flags": 1}, machine="riscv",
                          cpu="cpu0: SiFive U74 (rv64imafdc_zicsr_zifencei)",
                          fault=((264, 0, 8), (272, 13, 8)),        # tf_stval, tf_scause
                          arg0="a0"),
     "powerpc64": ExampleArch("minidump", 2, {
         "mmu": "mmu_radix", "endian": "be", "e_flags": 2,
-        "kstate_heap": (0xC008000004000000, 0x4000000, M2)},
+        "kstate_heap": (0xC008000004000000, 0x4000000, M2), "kstate_globals": 0x210000},
         machine="powerpc", cpu="cpu0: IBM POWER9 revision 2.2, 2200.00 MHz",
         fault=((38 * 8, 0x300, 8), (39 * 8, 0, 8), (40 * 8, 0x40000000, 8)),  # exc, dar
         arg0="r3"),

@@ -219,6 +219,7 @@ class ArchFacts:
     lr_off: int = 0
     frameless: Tuple[str, ...] = ()
     tf_fixed: Tuple[Tuple[str, int], ...] = ()     # trap-frame registers with fixed values
+    pc_align: int = 1                    # instruction alignment of code addresses
 
     @property
     def record(self) -> Tuple[int, int, int]:
@@ -283,38 +284,39 @@ FACTS = {
                            "sp", "fp", (("sp", 0), ("lr", 8), ("pc", 16)) + _seq(_X, 48, 8),
                            288, 288, ("handle_el1h_sync", "handle_el1h_irq", "handle_el0_sync",
                                       "handle_el0_irq", "handle_el0_error", "fork_trampoline"),
-                           b"\x00", pcb_pc="lr"),
+                           b"\x00", pcb_pc="lr", pc_align=4),
     "arm64-old": ArchFacts(8, _seq(_X, 0, 8) + (("lr", 240), ("sp", 256)), 0x370, "pc", "sp",
                            "fp", (("sp", 0), ("lr", 8), ("pc", 16)) + _seq(_X, 32, 8), 272,
                            272, ("handle_el1h_sync", "handle_el1h_irq", "handle_el0_sync",
                                  "handle_el0_irq", "handle_el0_error", "fork_trampoline"),
-                           b"\x00", pcb_pc="lr"),
+                           b"\x00", pcb_pc="lr", pc_align=4),
     # clang's frame record (push {r11, lr}; mov r11, sp); pcb_regs.sf_pc is inside
     # savectx/cpu_switch (stmia {r4-r12, sp, lr, pc}), sf_lr the caller's return address.
     "arm": ArchFacts(4, _seq([f"r{i}" for i in range(4, 13)] + ["sp", "lr", "pc"], 0, 4),
                      0x170, "pc", "sp", "r11", _ARM_TF, 80, 80,
                      ("data_abort_entry", "prefetch_abort_entry", "undefined_entry",
                       "exception_exit", "irq_entry", "swi_entry", "swi_exit"), b"\x00",
-                     rec=(0, 4, 8), leaf_pcb=True, ra="lr",
+                     rec=(0, 4, 8), leaf_pcb=True, ra="lr", pc_align=4,
                      tf_fixed=(("cpsr", 0x60000000 | ARM_SVC_MODE),)),
     # GCC/LLVM riscv frame: s0 = CFA, ra at s0-8, caller's s0 at s0-16 (riscv_frame).
     "riscv": ArchFacts(8, (("ra", 0), ("sp", 8), ("gp", 16), ("tp", 24)) + _seq(_RV_S, 32, 8),
                        0x298, "pc", "sp", "fp", _RISCV_TF, 280, 288,
                        ("cpu_exception_handler_supervisor", "cpu_exception_handler_user"),
-                       b"\x00", rec=(-16, -8, 0), pcb_pc="ra",
+                       b"\x00", rec=(-16, -8, 0), pcb_pc="ra", pc_align=2,
                        tf_fixed=(("sstatus", 0x8000000200006120),)),
     # FRAME_SETUP: stdu r1,-(FRAMELEN+288)(r1); trap frame at r1 + 48 (kgdb).
     "powerpc64": ArchFacts(8, _ppc_pcb(8), 0x540, "pc", "r1", "r1", _ppc_tf(8), 336, 640,
                            ("trapexit", "asttrapexit"), b"\x00", model="backchain",
-                           pcb_pc="lr", tf_at=48, lr_off=16,
+                           pcb_pc="lr", tf_at=48, lr_off=16, pc_align=4,
                            tf_fixed=(("msr", 0x8000000000009032),)),
     "powerpc": ArchFacts(4, _ppc_pcb(4), 0x4C0, "pc", "r1", "r1", _ppc_tf(4), 168, 184,
                          ("trapexit", "asttrapexit"), b"\x00", model="backchain",
-                         pcb_pc="lr", tf_at=8, lr_off=4, tf_fixed=(("msr", 0x9032),)),
+                         pcb_pc="lr", tf_at=8, lr_off=4, tf_fixed=(("msr", 0x9032),),
+                         pc_align=4),
     # o32; MipsKernGenException: trap frame at sp + CALLFRAME_SIZ (kgdb).
     "mips": ArchFacts(4, _MIPS_PCB, 0x168, "pc", "sp", "s8", _MIPS_TF, MIPS_TF_WORDS * 4, 304,
                       ("MipsKernGenException", "MipsKernIntr", "MipsTLBInvalidException"),
-                      b"\x00", model="prologue", leaf_pcb=True, ra="ra",
+                      b"\x00", model="prologue", leaf_pcb=True, ra="ra", pc_align=4,
                       tf_at=MIPS_CALLFRAME_SIZ,
                       frameless=("savectx", "cpu_switch", "fork_trampoline",
                                  "MipsUserGenException", "btext"),
@@ -527,7 +529,8 @@ class _Writer:
     def pc_in(self, name: str, depth: int) -> int:
         self.func(name)
         start, size = self.funcs[name]
-        return start + self.disp + 0x10 + (7 * depth + 3 * len(name)) % (size - 0x20)
+        off = 0x10 + (7 * depth + 3 * len(name)) % (size - 0x20)
+        return start + self.disp + off - off % self.f.pc_align
 
     # -- globals -----------------------------------------------------------------
     def gsym(self, arena: Arena, name: str, size: int, sec: str, align: int = 8) -> int:
@@ -539,8 +542,11 @@ class _Writer:
     def run(self, options: Dict[str, object]) -> Installed:
         sp_, m, w, f = self.spec, self.m, self.w, self.f
         heap_va, heap_pa, spz = _heap_place(self.pr)
-        ro = Arena(heap_va, w, m.little())
-        kd = Arena(heap_va + K4, w, m.little())
+        # Globals: in front of the heap, or in the kernel image (``kstate_globals``, a
+        # link address: powerpc64 kernels run displaced, their globals with them).
+        gva = self.pr.notes.get("kstate_globals", heap_va)
+        ro = Arena(gva, w, m.little())
+        kd = Arena(gva + K4, w, m.little())
         offs = {}
         for pre, table in (("proc_off_", PROC[w]), ("thread_off_", THREAD[w]),
                            ("kld_off_", KLD[w])):
@@ -570,7 +576,8 @@ class _Writer:
             if name in ("pidhashtbl", "pidhash") and self.era == "zombproc":
                 continue
             g[name] = self.gsym(kd, name, size, ".kdata", 64 if "pcb" in name else w)
-        heap = Arena(heap_va + K4 * (1 + (len(kd.buf) + K4 - 1) // K4), w, m.little())
+        heap = Arena(heap_va + K4 * (1 + (len(kd.buf) + K4 - 1) // K4) if gva == heap_va
+                     else heap_va, w, m.little())
         self.heap, self.kd, self.g = heap, kd, g
         kd.int(g["dumptid"], -1 if sp_.dumptid is None else sp_.dumptid, 4)
         kd.int(g["mp_maxid"], sp_.ncpu - 1, 4)
@@ -583,7 +590,7 @@ class _Writer:
         self.exp.dumptid = -1 if sp_.dumptid is None else sp_.dumptid
         if sp_.panicstr is not None:
             kd.put(g["panic_buf"], sp_.panicstr.encode() + b"\0")
-            kd.ptr(g["panicstr"], g["panic_buf"])
+            kd.ptr(g["panicstr"], g["panic_buf"] + self.disp * (gva != heap_va))
         self.exp.panicstr = sp_.panicstr
         if sp_.osreldate >= STOPPCBS_POINTER:
             self.stoppcbs = heap.alloc(f.pcb_size * sp_.ncpu, 64)
@@ -606,8 +613,8 @@ class _Writer:
         size = -(-(heap.end - heap_va + 2 * pg) // spz) * spz
         _map_heap(self.pr, heap_va, heap_pa, size, spz)
         self._patch_holes(heap.end + (-heap.end % pg) + pg + 0x40)
-        m.write_va(ro.base, bytes(ro.buf))
-        m.write_va(kd.base, bytes(kd.buf))
+        self._write_image(ro.base, bytes(ro.buf))
+        self._write_image(kd.base, bytes(kd.buf))
         m.write_va(heap.base, bytes(heap.buf))
         self._code()
         self.exp.functions = dict(self.funcs)
@@ -936,6 +943,15 @@ class _Writer:
         for slot in self.hole_links:
             self.heap.ptr(slot, hole)
 
+    def _write_image(self, va: int, data: bytes) -> None:
+        """Write kernel-image bytes; outside the kernel map (direct-mapped image) their
+        pages are dumped as the kernel dumps its image."""
+        m = self.m
+        m.write_va(va, data)
+        if m.mapping_at(va) is None:
+            for page in range(va & ~(K4 - 1), va + len(data), K4):
+                m.dmap_dump.add(m.va_to_pa(page) // m.page_size)
+
     def _code(self) -> None:
         """Function bodies in the text superpage (memory and the file's .text)."""
         m, pr = self.m, self.pr
@@ -951,10 +967,7 @@ class _Writer:
                 off = start - self.code_va
                 code[off:off + 16] = b"".join(i.to_bytes(4, order)
                                               for i in mips_prologue(mips_frame_size(name)))
-        m.write_va(self.code_va, bytes(code))
-        if m.mapping_at(self.code_va) is None:     # direct-mapped image: dumped as such
-            for va in range(self.code_va & ~(K4 - 1), self.code_va + len(code), K4):
-                m.dmap_dump.add(m.va_to_pa(va) // m.page_size)
+        self._write_image(self.code_va, bytes(code))
         head = bytearray(TEXT_OFF)
         head[:64] = b"\xcc" * 64
         self.text_section = Section(".text", flags=SHF_ALLOC | SHF_EXECINSTR,

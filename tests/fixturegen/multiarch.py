@@ -103,12 +103,15 @@ def new_profile(m: XMachine, tag: bytes, hz: int = 100) -> Profile:
 def install_kstate(pr: Profile, options: Dict[str, object]):
     """Kernel state (kernelstate.KernelSpec in ``options["kstate"]``) written into the
     profile's machine; returns the installer's result (None without a spec).
-    ``options["kstate_heap"]`` = (va, pa, superpage size) places its heap."""
+    ``options["kstate_heap"]`` = (va, pa, superpage size) places its heap,
+    ``options["kstate_globals"]`` its globals (default: in front of the heap)."""
     if options.get("kstate") is None:
         return None
     from .kernelstate import install
     if options.get("kstate_heap"):
         pr.notes["kstate_heap"] = tuple(options["kstate_heap"])  # type: ignore[arg-type]
+    if options.get("kstate_globals"):
+        pr.notes["kstate_globals"] = options["kstate_globals"]
     return install(pr, "", 0, options)
 
 
