@@ -92,14 +92,15 @@ def _leaf_step(arch: ArchInfo, cur: Frame, syms: Any) -> Optional[Frame]:
     return Frame(ret, cur.sp, cur.fp, regs, "frame", _function(syms, ret, 1))
 
 
-def _prologue_step(kvm: Any, arch: ArchInfo, cur: Frame, fn: Optional[Tuple[str, int]],
-                   syms: Any) -> Optional[Frame]:
-    """MIPS: the caller from the function prologue's frame size and save slots."""
+def prologue_frame(kvm: Any, arch: ArchInfo, pc: int, start: int
+                   ) -> Optional[Tuple[int, Dict[int, int]]]:
+    """MIPS: (frame size, {31: ra slot, 30: s8 slot}) from the prologue of the
+    function starting at ``start``, scanned up to ``pc``; None for a function
+    without a frame or that did not save ra (nothing to go on)."""
     pro = arch.prologue
-    if pro is None or fn is None or cur.sp is None:
+    if pro is None:
         return None
-    start = fn[1]
-    count = min((cur.pc - start) // 4, pro.max_insns)
+    count = min((pc - start) // 4, pro.max_insns)
     code = read(kvm, start, 4 * count) if count > 0 else None
     if code is None:
         return None
@@ -112,7 +113,19 @@ def _prologue_step(kvm: Any, arch: ArchInfo, cur: Frame, fn: Optional[Tuple[str,
         elif hi & ~0x1F == pro.store and hi & 0x1F in (30, 31):
             saved.setdefault(hi & 0x1F, imm)
     if size is None or 31 not in saved:
-        return None                      # no frame, or a leaf: nothing to go on
+        return None
+    return size, saved
+
+
+def _prologue_step(kvm: Any, arch: ArchInfo, cur: Frame, fn: Optional[Tuple[str, int]],
+                   syms: Any) -> Optional[Frame]:
+    """MIPS: the caller from the function prologue's frame size and save slots."""
+    if fn is None or cur.sp is None:
+        return None
+    frame = prologue_frame(kvm, arch, cur.pc, fn[1])
+    if frame is None:
+        return None
+    size, saved = frame
     ret = read_ptr(kvm, cur.sp + saved[31])
     if not ret:
         return None

@@ -348,6 +348,10 @@ def mips_frame_size(name: str) -> int:
     return 0x20 + 8 * (sum(name.encode()) % 4)
 
 
+#: arm64 functions: ``stp x29, x30, [sp, #-16]!; mov x29, sp`` (the frame record).
+ARM64_PROLOGUE = [0xA9BF7BFD, 0x910003FD]
+
+
 def mips_prologue(size: int) -> List[int]:
     """``addiu sp,sp,-size; sw ra,size-4(sp); sw s8,size-8(sp); move s8,sp`` (o32)."""
     return [0x27BD0000 | (-size & 0xFFFF), 0xAFBF0000 | (size - 4), 0xAFBE0000 | (size - 8),
@@ -959,14 +963,16 @@ class _Writer:
         code = bytearray(self.f.fill * (n * FUNC_SIZE))
         if self.arch == "i386" and self.spec.i386_trap_by_ref and "calltrap" in self.funcs:
             code[self.funcs["calltrap"][0] - self.code_va] = 0x54     # push %esp
-        if self.f.model == "prologue":
+        prologue = {"mips": lambda name: mips_prologue(mips_frame_size(name)),
+                    "arm64": lambda name: ARM64_PROLOGUE}.get(self.arch)
+        if prologue is not None:       # the functions' real prologues (debuggers read them)
             order = "little" if m.little() else "big"
             for name, (start, _size) in self.funcs.items():
                 if name == "btext" or name in self.f.frameless or is_trap(self.f, name):
                     continue
                 off = start - self.code_va
-                code[off:off + 16] = b"".join(i.to_bytes(4, order)
-                                              for i in mips_prologue(mips_frame_size(name)))
+                insns = b"".join(i.to_bytes(4, order) for i in prologue(name))
+                code[off:off + len(insns)] = insns
         self._write_image(self.code_va, bytes(code))
         head = bytearray(TEXT_OFF)
         head[:64] = b"\xcc" * 64
