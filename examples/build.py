@@ -178,10 +178,11 @@ FIELDS: Dict[str, Tuple[Callable[[str], str], Callable[[str], str]]] = {
                      lambda r: f"tf_{r[0]}[{r[1:]}]" if r[1:].isdigit() else f"tf_{r}")),
     "powerpc64": (_PPC_PCB, _PPC_TF),
     "powerpc": (_PPC_PCB, _PPC_TF),
-    "mips": (_table({"sp": "pcb_context[PCB_REG_SP]", "s8": "pcb_context[PCB_REG_S8]",
-                     "ra": "pcb_context[PCB_REG_RA]", "status": "pcb_context[PCB_REG_SR]",
-                     "gp": "pcb_context[PCB_REG_GP]", "pc": "pcb_context[PCB_REG_PC]"},
-                    lambda r: f"pcb_context[PCB_REG_S0 + {r[1:]}]"),
+    # pcb_context[PCB_REG_*]: S0..S7 0-7, SP 8, S8 9, RA 10, SR 11, GP 12, PC 13
+    "mips": (_table({"sp": "pcb_context[8]", "s8": "pcb_context[9]", "ra": "pcb_context[10]",
+                     "status": "pcb_context[11]", "gp": "pcb_context[12]",
+                     "pc": "pcb_context[13]"},
+                    lambda r: f"pcb_context[{r[1:]}]"),
              _table({"at": "ast", "status": "sr", "lo": "mullo", "hi": "mulhi"},
                     lambda r: r)),
 }

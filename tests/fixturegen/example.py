@@ -118,9 +118,10 @@ def example_spec(arch: str = ARCH) -> KernelSpec:
         P(705, "sshd", [T(100101, stack=syscall_stack(arch, "kern_select"))]),
         P(812, "sysctl", [T(100120, oncpu=1, stack=crash_stack(arch))]),
     ]
-    linux = "linux64.ko" if facts(arch, ex.osreldate).w == 8 else "linux.ko"
+    second = {"amd64": "linux64.ko", "arm64": "linux64.ko", "i386": "linux.ko"}.get(
+        arch, "if_bridge.ko")
     klds = [KldSpec("zfs.ko", "/boot/kernel/zfs.ko", ex.klds[0]),
-            KldSpec(linux, f"/boot/kernel/{linux}", ex.klds[1])]
+            KldSpec(second, f"/boot/kernel/{second}", ex.klds[1])]
     tail = panic_lines("page fault")
     return KernelSpec(procs, dumptid=100120, ncpu=2, hostname="crashbox.example.org",
                       msgbuf_lines=_boot(tail, 4000, ex), panic_lines=tail,
@@ -184,8 +185,11 @@ def _enrich(fx) -> None:
     crashed = k.threads[0]
     for regs in crashed.trapframes.values():
         tf = regs[f.sp] - f.tf_span
+        names = {off: name for name, off in f.tf}
         for off, value, size in ex.fault:
             m.put_word(tf + off, value, size)
+            if off in names:
+                regs[names[off]] = value
         if ex.arg0:
             m.put_word(tf + dict(f.tf)[ex.arg0], 0, f.w)
             regs[ex.arg0] = 0

@@ -728,6 +728,8 @@ class _Writer:
             regs.setdefault(r, t.regs.get(r, _val(t.tid % 0x10000, j, w)))
         if f.pc_slot != f.pc:
             regs[f.pc] = regs[f.pc_slot]
+        if "cr" in regs:                # powerpc: the condition register has 32 bits
+            regs["cr"] &= 0xFFFFFFFF
         # td_pcb (the kernel puts it at the top of the kernel stack).
         td_pcb = heap.alloc(f.pcb_size, 64)
         heap.ptr(ta + T["td_pcb"], td_pcb)
@@ -849,6 +851,8 @@ class _Writer:
         if self.arch == "arm64":
             regs["lr"] = pcs[k + 1] if k + 1 < len(pcs) else 0
         regs.update(f.tf_fixed)
+        if "cr" in regs:
+            regs["cr"] &= 0xFFFFFFFF
         for r, off in f.tf:
             if r in regs:
                 self.heap.int(tf + off, regs[r], w)
