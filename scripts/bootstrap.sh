@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Install what kvm_dbg needs on Debian 12 (idempotent): debuggers, yaml2obj,
-# pyelftools for the debuggers' own Python, gcc/binutils (examples/build.py: the
-# example's rebuild test), and a project venv in .venv.
+# pyelftools for the debuggers' own Python, gcc/binutils and the Debian cross
+# compilers (examples/build.py --arch ARCH: the examples' rebuild tests; powerpc
+# uses powerpc64's -m32), and a project venv in .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PKGS=(gdb gdb-multiarch lldb-16 python3-lldb-16 python3-pyelftools llvm bzip2 python3-venv
-          gcc binutils)
+          gcc binutils gcc-i686-linux-gnu gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf
+          gcc-riscv64-linux-gnu gcc-powerpc64-linux-gnu gcc-mips-linux-gnu)
 missing=()
 for pkg in "${APT_PKGS[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
