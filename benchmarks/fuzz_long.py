@@ -5,7 +5,7 @@
 Targets: every generator fixture and the four real dumps (header, dump_avail,
 bitmap, pmap, ELF program headers, byte flips, truncations), kernel ELF files
 (header, section table, symbol table), kernel structures (kstate over
-FakeKvm garbage and over corrupted real-dump memory) and the RSP parser and
+FakeDump garbage and over corrupted real-dump memory) and the RSP parser and
 session.  Prints inputs tried per target, failures (with the input, ready for
 tests/corpus/regressions.json), the slowest call and the peak traced memory.
 Exit status 1 when any input failed.

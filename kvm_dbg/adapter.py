@@ -199,6 +199,14 @@ def query(command: str, send: Callable[[str], str]) -> str:
         raise AdapterError(str(e)) from None
 
 
+def kerndisp(text: str) -> int:
+    """The server's ``kerndisp`` answer as a number."""
+    try:
+        return int(text.strip() or "0", 0)
+    except ValueError:
+        raise AdapterError(f"unexpected kerndisp answer: {text.strip()!r}") from None
+
+
 class ThreadRef(NamedTuple):
     rid: int     # the RSP thread id the debugger knows
     tid: int

@@ -2,15 +2,16 @@
 # Install what kvm_dbg needs on Debian 12 (idempotent): debuggers, yaml2obj,
 # pyelftools, zstandard, cryptography and tqdm for the debuggers' own Python
 # (compressed and encrypted dumps opened from gdb/lldb), the zstd CLI (the
-# decompression benchmark's reference), gcc/binutils (examples/build.py: the
-# example's rebuild test), the arm64 cross compiler (DWARF for the arm64 fixture,
-# tests/fixturegen/dwarfkernel.py), and a project venv in .venv.
+# decompression benchmark's reference), gcc/binutils and the Debian cross
+# compilers (examples/build.py --arch ARCH: the examples' rebuild tests, DWARF
+# fixtures; powerpc uses powerpc64's -m32), and a project venv in .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PKGS=(gdb gdb-multiarch lldb-16 python3-lldb-16 python3-pyelftools llvm bzip2 python3-venv
           gcc binutils zstd gzip python3-zstandard python3-cryptography python3-tqdm
-          gcc-aarch64-linux-gnu)
+          gcc-i686-linux-gnu gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf
+          gcc-riscv64-linux-gnu gcc-powerpc64-linux-gnu gcc-mips-linux-gnu)
 missing=()
 for pkg in "${APT_PKGS[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -159,7 +159,7 @@ class FakeKernel:
     def __init__(self, kvm: FakeDump, data: int = 0x1000_0000, heap: int = 0x2000_0000,
                  pcb_layout: str = "default", exports: bool = True) -> None:
         self.kvm, self.data, self.heap = kvm, data, heap
-        self.arch = arch_info(kvm.arch)
+        self.arch = arch_info(kvm.arch, kvm.ptrsize)
         self.layout = self.arch.pcb_layouts.get(pcb_layout) if self.arch else None
         self.procs: List[int] = []
         for name in ("allproc", "dumptid", "dumppcb", "stoppcbs", "pcb_size"):

@@ -86,13 +86,35 @@ def test_i386_old_layout_before_1001505():
     assert regs["edi"] == values[4] and regs["eip"] == values[24]
 
 
-def test_mips_has_no_registers_but_threads_listed():
-    kvm = FakeDump("mips")
+# sys/mips/include/pcb.h: struct trapframe (74 register_t words), then
+# pcb_context[PCB_REG_S0..S7, SP, S8, RA, SR, GP, PC] (kgdb mipsfbsd-kern.c).
+MIPS_CONTEXT = ["s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "sp", "s8", "ra", "status",
+                "gp", "pc"]
+
+
+@pytest.mark.parametrize("width,order", [(4, "big"), (8, "little")])
+def test_mips_pcb_context(width, order):
+    """o32 (32-bit, big-endian) and n64 kernels: pcb_context after the trapframe."""
+    kvm = FakeDump("mips", byteorder=order, ptrsize=width)
+    k = FakeKernel(kvm)
+    k.add_proc(1, "init", [(100001, "init", -1, {})])
+    k.crash(100001, {})
+    base = kvm.syms["dumppcb"] + 74 * width
+    for i in range(len(MIPS_CONTEXT)):
+        kvm.put_int(base + i * width, 0x1000 + i, width)
+    (t,) = threads(kvm)
+    assert t.registers == {name: 0x1000 + i for i, name in enumerate(MIPS_CONTEXT)}
+
+
+def test_mips_n32_has_no_registers_but_threads_listed():
+    """n32: 64-bit registers behind 32-bit pointers; no layout, said so."""
+    kvm = FakeDump("mips", byteorder="big", ptrsize=4)
+    kvm.kernel = type("K", (), {"ident": type("I", (), {"flags": 0x20})()})()
     k = FakeKernel(kvm)
     k.add_proc(1, "init", [(100001, "init", -1, {})])
     (t,) = threads(kvm)
     assert t.registers == {} and t.backtrace() == []
-    assert any("no PCB layout" in w for w in kvm.warnings)
+    assert any("no PCB layout for mips-n32" in w for w in kvm.warnings)
 
 
 def test_partially_readable_pcb_keeps_readable_slots():

@@ -1,13 +1,16 @@
 /*
- * A miniature FreeBSD/amd64 kernel: the types of the bundled example dump.
+ * A miniature FreeBSD kernel: the types of the bundled example dumps.
  *
  * Structure and field names and types are FreeBSD's (sys/sys/proc.h,
- * sys/sys/msgbuf.h, sys/sys/linker.h, sys/amd64/include/pcb.h and frame.h).
- * The fields the dump holds sit at the offsets the fixture generator writes
- * (tests/fixturegen/kernelstate.py, PROC/THREAD/KLD and the amd64 PCB and
- * trap frame); the members in between that the dump leaves empty are explicit
- * padding (_pad*), and every offset is checked at compile time, so a change
- * on either side fails the build.
+ * sys/sys/msgbuf.h, sys/sys/linker.h); the machine-dependent ones (struct
+ * pcb, struct trapframe, register_t) come from <arch>/machine.h, selected
+ * by the include path (sys/<arch>/include/pcb.h and frame.h).  The fields
+ * the dump holds sit at the offsets the fixture generator writes
+ * (tests/fixturegen/kernelstate.py, PROC/THREAD/KLD per pointer width and
+ * the architecture's PCB and trap frame); the members in between that the
+ * dump leaves empty are explicit padding (_pad*, LP(64-bit, 32-bit)
+ * bytes), and every offset is checked at compile time, so a change on
+ * either side fails the build.
  */
 #ifndef _EXAMPLE_KERNEL_H_
 #define _EXAMPLE_KERNEL_H_
@@ -17,22 +20,35 @@
 	_Static_assert(offsetof(struct t, m) == (off), #t "." #m " at " #off)
 #define CHECK_SIZE(t, n) \
 	_Static_assert(sizeof(struct t) == (n), "sizeof(struct " #t ") == " #n)
+#ifdef __LP64__
+#define LP(lp64, ilp32)	(lp64)
+#else
+#define LP(lp64, ilp32)	(ilp32)
+#endif
 
+/* sys/<arch>/include/_types.h */
 typedef unsigned char		u_char;
 typedef unsigned short		u_short;
 typedef unsigned int		u_int;
 typedef unsigned long		u_long;
 typedef unsigned short		uint16_t;
 typedef unsigned int		uint32_t;
+typedef int			int32_t;
+#ifdef __LP64__
 typedef unsigned long		uint64_t;
 typedef long			int64_t;
-typedef long			register_t;
+#else
+typedef unsigned long long	uint64_t;
+typedef long long		int64_t;
+#endif
 typedef unsigned long		size_t;
 typedef unsigned long		uintptr_t;
+typedef unsigned long		vm_offset_t;
 typedef char			*caddr_t;
 typedef int			pid_t;
 typedef int			lwpid_t;
-typedef uint64_t		vm_paddr_t;
+
+#include "machine.h"		/* register_t, struct pcb, struct trapframe */
 
 #define	MAXCOMLEN	19		/* max command name remembered */
 #define	MAXHOSTNAMELEN	256		/* max hostname size */
@@ -83,103 +99,6 @@ struct _cpuset {
 };
 typedef struct _cpuset cpuset_t;
 
-/* sys/amd64/include/segments.h */
-struct region_descriptor {
-	uint64_t rd_limit:16;		/* segment extent */
-	uint64_t rd_base:64 __attribute__((packed));	/* base address  */
-} __attribute__((packed));
-
-/* sys/amd64/include/pcb.h: the context a switched-out thread resumes from. */
-struct pcb {
-	register_t	pcb_r15;
-	register_t	pcb_r14;
-	register_t	pcb_r13;
-	register_t	pcb_r12;
-	register_t	pcb_rbp;
-	register_t	pcb_rsp;
-	register_t	pcb_rbx;
-	register_t	pcb_rip;
-	register_t	pcb_fsbase;
-	register_t	pcb_gsbase;
-	register_t	pcb_kgsbase;
-	register_t	pcb_cr0;
-	register_t	pcb_cr2;
-	register_t	pcb_cr3;
-	register_t	pcb_cr4;
-	register_t	pcb_dr0;
-	register_t	pcb_dr1;
-	register_t	pcb_dr2;
-	register_t	pcb_dr3;
-	register_t	pcb_dr6;
-	register_t	pcb_dr7;
-	struct region_descriptor pcb_gdt;
-	struct region_descriptor pcb_idt;
-	struct region_descriptor pcb_ldt;
-	uint16_t	pcb_tr;
-	u_int		pcb_flags;
-	uint16_t	pcb_initial_fpucw;
-	caddr_t		pcb_onfault;
-	uint64_t	pcb_saved_ucr3;
-	uint64_t	pcb_efer;
-	uint64_t	pcb_star;
-	uint64_t	pcb_lstar;
-	uint64_t	pcb_cstar;
-	uint64_t	pcb_sfmask;
-	struct savefpu	*pcb_save;
-	uint64_t	pcb_pad[22];	/* to the dump's pcb_size */
-} __attribute__((aligned(64)));
-CHECK(pcb, pcb_r15, 0x00);
-CHECK(pcb, pcb_r14, 0x08);
-CHECK(pcb, pcb_r13, 0x10);
-CHECK(pcb, pcb_r12, 0x18);
-CHECK(pcb, pcb_rbp, 0x20);
-CHECK(pcb, pcb_rsp, 0x28);
-CHECK(pcb, pcb_rbx, 0x30);
-CHECK(pcb, pcb_rip, 0x38);
-CHECK_SIZE(pcb, 0x1c0);
-
-/* sys/amd64/include/frame.h: what the CPU and calltrap push on a trap. */
-struct trapframe {
-	register_t	tf_rdi;
-	register_t	tf_rsi;
-	register_t	tf_rdx;
-	register_t	tf_rcx;
-	register_t	tf_r8;
-	register_t	tf_r9;
-	register_t	tf_rax;
-	register_t	tf_rbx;
-	register_t	tf_rbp;
-	register_t	tf_r10;
-	register_t	tf_r11;
-	register_t	tf_r12;
-	register_t	tf_r13;
-	register_t	tf_r14;
-	register_t	tf_r15;
-	uint32_t	tf_trapno;
-	uint16_t	tf_fs;
-	uint16_t	tf_gs;
-	register_t	tf_addr;
-	uint32_t	tf_flags;
-	uint16_t	tf_es;
-	uint16_t	tf_ds;
-	/* below portion defined in hardware */
-	register_t	tf_err;
-	register_t	tf_rip;
-	register_t	tf_cs;
-	register_t	tf_rflags;
-	/* the amd64 frame always has the stack registers */
-	register_t	tf_rsp;
-	register_t	tf_ss;
-};
-CHECK(trapframe, tf_rdi, 0);
-CHECK(trapframe, tf_r15, 112);
-CHECK(trapframe, tf_rip, 152);
-CHECK(trapframe, tf_cs, 160);
-CHECK(trapframe, tf_rflags, 168);
-CHECK(trapframe, tf_rsp, 176);
-CHECK(trapframe, tf_ss, 184);
-CHECK_SIZE(trapframe, 192);
-
 /* sys/sys/proc.h */
 struct proc;
 struct thread;
@@ -199,48 +118,53 @@ struct thread {
 	TAILQ_ENTRY(thread) td_slpq;	/* (t) Sleep queue. */
 	TAILQ_ENTRY(thread) td_lockq;	/* (t) Lock queue. */
 	LIST_ENTRY(thread) td_hash;	/* (d) Hash chain. */
-	char		_pad0[0x9c - 0x60];
+	char		_pad0[LP(0x9c - 0x60, 0x54 - 0x30)];
 	lwpid_t		td_tid;		/* (b) Thread ID. */
-	char		_pad1[0x110 - 0xa0];
+	char		_pad1[LP(0x110 - 0xa0, 0xb8 - 0x58)];
 	int		td_oncpu;	/* (t) Which cpu we are on. */
-	char		_pad2[0x2a4 - 0x114];
+	char		_pad2[LP(0x2a4 - 0x114, 0x1a4 - 0xbc)];
 	char		td_name[MAXCOMLEN + 1];	/* (*) Thread name. */
-	char		_pad3[0x3d8 - 0x2b8];
+	char		_pad3[LP(0x3d8 - 0x2b8, 0x264 - 0x1b8)];
 	struct pcb	*td_pcb;	/* (k) Kernel VA of pcb and kstack. */
-	char		_pad4[0x4a0 - 0x3e0];
+	char		_pad4[LP(0x4a0 - 0x3e0, 0x300 - 0x268)];
 };
-CHECK(thread, td_proc, 0x8);
-CHECK(thread, td_plist, 0x10);
-CHECK(thread, td_tid, 0x9c);
-CHECK(thread, td_oncpu, 0x110);
-CHECK(thread, td_name, 0x2a4);
-CHECK(thread, td_pcb, 0x3d8);
-CHECK_SIZE(thread, 0x4a0);
+CHECK(thread, td_proc, LP(0x8, 0x4));
+CHECK(thread, td_plist, LP(0x10, 0x8));
+CHECK(thread, td_tid, LP(0x9c, 0x54));
+CHECK(thread, td_oncpu, LP(0x110, 0xb8));
+CHECK(thread, td_name, LP(0x2a4, 0x1a4));
+CHECK(thread, td_pcb, LP(0x3d8, 0x264));
+CHECK_SIZE(thread, LP(0x4a0, 0x300));
 
 struct proc {
 	LIST_ENTRY(proc) p_list;	/* (d) List of all processes. */
 	TAILQ_HEAD(, thread) p_threads;	/* (c) all threads. */
 	struct mtx	p_slock;	/* process spin lock */
-	char		_pad0[0xb8 - 0x40];
+	char		_pad0[LP(0xb8 - 0x40, 0x64 - 0x24)];
 	enum p_states	p_state;	/* (j/c) Process status. */
 	pid_t		p_pid;		/* (b) Process identifier. */
 	LIST_ENTRY(proc) p_pglist;	/* (g + e) List of processes in pgrp. */
+#ifdef __LP64__
 	struct proc	*p_pptr;	/* (c + e) Pointer to parent process. */
 	LIST_ENTRY(proc) p_hash;	/* (d) Hash chain. */
-	char		_pad1[0x3e0 - 0xe8];
+#else					/* (the generator's 32-bit order) */
+	LIST_ENTRY(proc) p_hash;	/* (d) Hash chain. */
+	struct proc	*p_pptr;	/* (c + e) Pointer to parent process. */
+#endif
+	char		_pad1[LP(0x3e0 - 0xe8, 0x258 - 0x80)];
 	int		p_numthreads;	/* (c) Number of threads. */
 	char		p_comm[MAXCOMLEN + 1];	/* (x) Process name. */
-	char		_pad2[0x4b8 - 0x3f8];
+	char		_pad2[LP(0x4b8 - 0x3f8, 0x2e0 - 0x270)];
 };
 CHECK(proc, p_list, 0x0);
-CHECK(proc, p_threads, 0x10);
-CHECK(proc, p_state, 0xb8);
-CHECK(proc, p_pid, 0xbc);
-CHECK(proc, p_pptr, 0xd0);
-CHECK(proc, p_hash, 0xd8);
-CHECK(proc, p_numthreads, 0x3e0);
-CHECK(proc, p_comm, 0x3e4);
-CHECK_SIZE(proc, 0x4b8);
+CHECK(proc, p_threads, LP(0x10, 0x8));
+CHECK(proc, p_state, LP(0xb8, 0x64));
+CHECK(proc, p_pid, LP(0xbc, 0x68));
+CHECK(proc, p_pptr, LP(0xd0, 0x7c));
+CHECK(proc, p_hash, LP(0xd8, 0x74));
+CHECK(proc, p_numthreads, LP(0x3e0, 0x258));
+CHECK(proc, p_comm, LP(0x3e4, 0x25c));
+CHECK_SIZE(proc, LP(0x4b8, 0x2e0));
 
 LIST_HEAD(proclist, proc);
 LIST_HEAD(pidhashhead, proc);
@@ -259,9 +183,9 @@ struct msgbuf {
 	struct mtx msg_lock;		/* mutex to protect the buffer */
 };
 CHECK(msgbuf, msg_ptr, 0);
-CHECK(msgbuf, msg_magic, 8);
-CHECK(msgbuf, msg_rseq, 20);
-CHECK(msgbuf, msg_flags, 36);
+CHECK(msgbuf, msg_magic, LP(8, 4));
+CHECK(msgbuf, msg_rseq, LP(20, 16));
+CHECK(msgbuf, msg_flags, LP(36, 32));
 
 /* sys/sys/linker.h */
 typedef struct linker_file *linker_file_t;
@@ -287,11 +211,14 @@ struct linker_file {
 	STAILQ_HEAD(, common_symbol) common; /* list of common symbols */
 	int		loadcnt;	/* load counter value */
 	int		nenabled;	/* number of enabled probes */
+#ifndef __LP64__
+	char		_pad[0x60 - 0x54];	/* the generator's 32-bit size */
+#endif
 };
-CHECK(linker_file, link, 0x18);
-CHECK(linker_file, filename, 0x28);
-CHECK(linker_file, pathname, 0x30);
-CHECK(linker_file, address, 0x40);
-CHECK_SIZE(linker_file, 0x98);
+CHECK(linker_file, link, LP(0x18, 0x10));
+CHECK(linker_file, filename, LP(0x28, 0x18));
+CHECK(linker_file, pathname, LP(0x30, 0x1c));
+CHECK(linker_file, address, LP(0x40, 0x24));
+CHECK_SIZE(linker_file, LP(0x98, 0x60));
 
 #endif /* !_EXAMPLE_KERNEL_H_ */

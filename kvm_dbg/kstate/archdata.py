@@ -1,15 +1,17 @@
 """Per-architecture knowledge as data: PCB layouts, frame records, trap frames.
 
 Sources (threads.md §5, §6): freebsd-src ``sys/<arch>/include/pcb.h`` and
-``frame.h``; kgdb's ``*fbsd-kern.c``; LLDB's FreeBSDKernel register contexts.
-Register names follow LLDB/GDB spelling (arm64 x29 is ``fp``; riscv s0 is
-``fp``).  Only registers a structure actually holds appear in a layout.
+``frame.h``, the context-switch and trap-entry assembly (``swtch*.S``,
+``exception.S``, ``trap_subr*.S``); kgdb's ``*fbsd-kern.c``; LLDB's
+FreeBSDKernel register contexts.  Register names follow LLDB/GDB spelling
+(arm64 x29 is ``fp``; riscv s0 is ``fp``; MIPS uses the o32 names, r30 is
+``s8``).  Only registers a structure actually holds appear in a layout.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 Slots = Tuple[Tuple[str, int], ...]
 
@@ -43,7 +45,8 @@ class FrameRecord:
 
 @dataclass(frozen=True)
 class TrapLayout:
-    """``struct trapframe`` at a trap-entry frame's SP."""
+    """``struct trapframe`` at a trap-entry frame's SP (plus ``offset``: the
+    call-frame header the stub keeps below it on powerpc and MIPS)."""
 
     name: str
     slots: Slots
@@ -51,6 +54,19 @@ class TrapLayout:
     size: int
     pc: str
     sp: str
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class Prologue:
+    """MIPS: no frame pointer chain; a function's prologue (scanned from its
+    start, at most ``max_insns``) allocates its frame and saves registers:
+    ``addiu/daddiu sp,sp,-N`` and ``sw/sd REG,off(sp)``.  Instruction words
+    (opcode + rs + rt, i.e. the top 16 bits) per width."""
+
+    sp_adjust: int            # addiu/daddiu sp, sp, imm
+    store: int                # sw/sd rt, off(sp) with rt = 0
+    max_insns: int = 64
 
 
 @dataclass(frozen=True)
@@ -68,6 +84,23 @@ class ArchInfo:
     trap_functions: Tuple[str, ...] = ()
     #: values kgdb supplies although no structure holds them (segment selectors).
     fixed_registers: Dict[str, int] = field(default_factory=dict)
+    #: the PCB's pc lies inside the context-save routine (savectx, cpu_switch),
+    #: which keeps no frame: the innermost frame's caller is this link register.
+    pcb_leaf_lr: Optional[str] = None
+    #: MIPS: callers found from the function prologue instead of a frame chain.
+    prologue: Optional[Prologue] = None
+
+    def debugger_address(self, addr: int) -> int:
+        """``addr`` as debuggers hold it: 32-bit MIPS addresses are sign-extended
+        (KSEG0 0x80000000 is 0xffffffff80000000 to gdb)."""
+        if self.name == "mips" and addr & 0x80000000:
+            return addr | 0xFFFFFFFF00000000
+        return addr
+
+    @property
+    def unwind_registers(self) -> Tuple[str, ...]:
+        """The registers one unwinding step reads from a frame."""
+        return tuple(r for r in (self.pc, self.sp, self.fp, self.pcb_leaf_lr) if r)
 
 
 def _seq(names, start: int, width: int) -> Slots:
@@ -137,6 +170,9 @@ ARM = ArchInfo(
     name="arm", width=4, pc="pc", sp="sp", fp="r11",
     # clang's ARM frame record: [fp] = caller fp, [fp+4] = lr (UNVERIFIED for gcc kernels).
     frame=FrameRecord(saved_fp=0, ret=4, cfa=8, align=4),
+    # swtch-v6.S: cpu_switch/savectx store {r4-r12, sp, lr, pc} with pc inside
+    # themselves; they push nothing before, so their caller is lr at the same sp.
+    pcb_leaf_lr="lr",
     pcb_layouts={"default": PcbLayout("arm", _seq(
         [f"r{i}" for i in range(4, 13)] + ["sp", "lr", "pc"], 0, 4), 4)},
     trap_layouts={"default": TrapLayout("arm", (("cpsr", 0),) + _seq(
@@ -168,23 +204,63 @@ def _ppc(width: int) -> ArchInfo:
     if width == 8:
         slots += (("r2", 22 * width),)
     slots += (("lr", 23 * width),)
+    # frame.h: fixreg[32], lr, cr, xer, ctr, srr0, srr1, exc, dar, ... (42 words);
+    # trap_subr*.S: FRAME_SETUP puts it above a call-frame header of 48 (8) bytes.
+    trap = _seq([f"r{i}" for i in range(32)] + ["lr", "cr", "xer", "ctr", "pc", "msr"],
+                0, width)
     return ArchInfo(
         name="powerpc64" if width == 8 else "powerpc", width=width, pc="pc", sp="r1",
         fp="r1", frame=FrameRecord(saved_fp=0, ret=16 if width == 8 else 4, cfa=0,
                                    align=16 if width == 8 else 8, backchain=True),
         pcb_layouts={"default": PcbLayout("ppc", slots, width, (("pc", "lr"),))},
+        trap_layouts={"default": TrapLayout("ppc", trap, width, 42 * width, "pc", "r1",
+                                            48 if width == 8 else 8)},
+        trap_functions=("trapexit", "asttrapexit"),
     )
 
 
 POWERPC64 = _ppc(8)
 POWERPC = _ppc(4)
 
-# -- mips: layout not reviewed (threads.md §5.7); no registers, no unwinding.
-MIPS = ArchInfo(name="mips", width=8, pc="pc", sp="sp", fp=None, frame=None,
-                pcb_layouts={})
+# -- mips (o32 and n64) -------------------------------------------------------
+#: struct trapframe order (sys/mips/include/frame.h); it has 74 register_t words.
+MIPS_GPRS = ["zero", "at", "v0", "v1", "a0", "a1", "a2", "a3"] + [f"t{i}" for i in range(8)] \
+    + [f"s{i}" for i in range(8)] + ["t8", "t9", "k0", "k1", "gp", "sp", "s8", "ra"]
+MIPS_TRAPFRAME_WORDS = 74
+
+
+def _mips(width: int) -> ArchInfo:
+    # pcb.h: struct trapframe pcb_regs, then pcb_context[PCB_REG_S0..S7, SP, S8,
+    # RA, SR, GP, PC] (kgdb mipsfbsd-kern.c); savectx/cpu_switch store their own
+    # address as PC and the caller's return address as RA (swtch.S).
+    pcb = _seq([f"s{i}" for i in range(8)] + ["sp", "s8", "ra", "status", "gp", "pc"],
+               MIPS_TRAPFRAME_WORDS * width, width)
+    trap = _seq(MIPS_GPRS + ["status", "lo", "hi", "badvaddr", "cause", "pc"], 0, width)
+    return ArchInfo(
+        name="mips" if width == 4 else "mips64", width=width, pc="pc", sp="sp", fp="s8",
+        frame=None,
+        pcb_layouts={"default": PcbLayout("mips", pcb, width)},
+        # exception.S: the stub's frame is CALLFRAME_SIZ (o32: 6 words, n64: 4)
+        # below the trapframe it saves (kgdb).
+        trap_layouts={"default": TrapLayout("mips", trap, width,
+                                            MIPS_TRAPFRAME_WORDS * width, "pc", "sp",
+                                            24 if width == 4 else 32)},
+        trap_functions=("MipsKernGenException", "MipsKernIntr", "MipsTLBInvalidException"),
+        pcb_leaf_lr="ra",
+        prologue=Prologue(0x27BD, 0xAFA0) if width == 4 else Prologue(0x67BD, 0xFFA0),
+    )
+
+
+MIPS = _mips(4)
+MIPS64 = _mips(8)
+#: n32 kernels (ELF32, EF_MIPS_ABI2) keep 64-bit registers behind 32-bit
+#: pointers: no layout is known for them (no registers rather than wrong ones).
+MIPS_N32 = ArchInfo(name="mips-n32", width=8, pc="pc", sp="sp", fp="s8", frame=None,
+                    pcb_layouts={})
+EF_MIPS_ABI2 = 0x20
 
 ARCHES: Dict[str, ArchInfo] = {a.name: a for a in (AMD64, I386, ARM64, ARM, RISCV,
-                                                     POWERPC64, POWERPC, MIPS)}
+                                                     POWERPC64, POWERPC, MIPS, MIPS64)}
 
 #: arm64 layouts switch at this __FreeBSD_version (pcb and trapframe).
 ARM64_NEW_LAYOUT = 1400084
@@ -192,9 +268,22 @@ ARM64_NEW_LAYOUT = 1400084
 I386_NEW_PCB = 1001505
 
 
-def arch_info(arch: str) -> Optional[ArchInfo]:
-    """The table for a Kvm ``arch`` string, or None if unknown."""
+def arch_info(arch: str, ptrsize: Optional[int] = None) -> Optional[ArchInfo]:
+    """The table for a Kvm ``arch`` string (mips: its pointer size picks o32 or
+    n64), or None if unknown."""
+    if arch == "mips" and ptrsize == 8:
+        return MIPS64
     return ARCHES.get(arch)
+
+
+def arch_for_kvm(kvm: Any) -> Optional[ArchInfo]:
+    """The table for an open dump: ``arch_info`` plus the mips n32 case."""
+    info = arch_info(kvm.arch, getattr(kvm, "ptrsize", None))
+    if info is MIPS:
+        ident = getattr(getattr(kvm, "kernel", None), "ident", None)
+        if ident is not None and ident.flags & EF_MIPS_ABI2:
+            return MIPS_N32
+    return info
 
 
 def _kernel_addr(value: Optional[int]) -> bool:

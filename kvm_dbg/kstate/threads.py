@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
 from . import ksyms
-from .archdata import ArchInfo, PcbLayout, arch_info, pcb_layout_key, trap_layout_key
+from .archdata import ArchInfo, PcbLayout, arch_for_kvm, pcb_layout_key, trap_layout_key
 from .memory import int_map, lookup, read_int, read_partial, warn
 from .offsets import pcb_size
 from .unwind import MAX_FRAMES, Frame, unwind
@@ -169,7 +169,7 @@ def threads(kvm: Any, order: str = "walk") -> List[KThread]:
     ``order="pid"`` sorts the rest by ascending pid (newest LLDB revision).
     Never raises for a corrupted dump: partial list plus ``kvm.warnings``.
     """
-    arch = arch_info(kvm.arch)
+    arch = arch_for_kvm(kvm)
     if arch is None:
         warn(kvm, f"threads: unsupported architecture {kvm.arch}")
         return []

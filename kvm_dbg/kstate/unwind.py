@@ -4,14 +4,19 @@ Frame-pointer rules follow LLDB's generic unwinder, which produced the
 reference backtraces of the real dumps: a caller frame is kept only if its
 return address and saved frame pointer are readable, the return address is
 non-zero, the saved frame pointer is not 0/1 and the caller's CFA is aligned.
-When the kernel ELF is available, a frame inside a trap entry stub (kgdb's
-list, threads.md §6) continues from the ``struct trapframe`` at its SP.
+PowerPC follows the stack back chain; MIPS, which keeps no frame pointer,
+reads the function's prologue (its frame size and where it saved ra and s8).
+On arm and MIPS the PCB's pc is inside savectx/cpu_switch, which keep no frame:
+the innermost frame's caller is the link register.  When the kernel ELF is
+available, a frame inside a trap entry stub (kgdb's list, threads.md §6)
+continues from the ``struct trapframe`` at its SP.
 Bad data never makes unwinding raise: it stops at the first unreadable or implausible step,
 on a loop, or at ``max_frames``.
 """
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -71,7 +76,66 @@ def _step(kvm: Any, arch: ArchInfo, trap_key: str, cur: Frame, syms: Any,
     fn = _lookup(syms, cur.pc, depth)
     if fn is not None and is_trap_function(arch, fn[0]):
         return _trap_step(kvm, arch, trap_key, cur, fn, syms)
+    if depth == 0 and arch.pcb_leaf_lr:
+        return _leaf_step(arch, cur, syms)
+    if arch.prologue is not None:
+        return _prologue_step(kvm, arch, cur, fn, syms)
     return _chain_step(kvm, arch, cur, syms)
+
+
+def _leaf_step(arch: ArchInfo, cur: Frame, syms: Any) -> Optional[Frame]:
+    """The caller of a frame that saved nothing: pc = link register, same sp/fp."""
+    ret = cur.regs.get(arch.pcb_leaf_lr or "")
+    if not ret:
+        return None
+    regs = {k: v for k, v in cur.regs.items() if k not in (arch.pc, arch.pcb_leaf_lr)}
+    regs[arch.pc] = ret
+    return Frame(ret, cur.sp, cur.fp, regs, "frame", _function(syms, ret, 1))
+
+
+def prologue_frame(kvm: Any, arch: ArchInfo, pc: int, start: int
+                   ) -> Optional[Tuple[int, Dict[int, int]]]:
+    """MIPS: (frame size, {31: ra slot, 30: s8 slot}) from the prologue of the
+    function starting at ``start``, scanned up to ``pc``; None for a function
+    without a frame or that did not save ra (nothing to go on)."""
+    pro = arch.prologue
+    if pro is None:
+        return None
+    count = min((pc - start) // 4, pro.max_insns)
+    code = read(kvm, start, 4 * count) if count > 0 else None
+    if code is None:
+        return None
+    size, saved = None, {}
+    for (word,) in struct.iter_unpack(">I" if kvm.byteorder == "big" else "<I", code):
+        hi, imm = word >> 16, word & 0xFFFF
+        imm -= (imm & 0x8000) << 1
+        if hi == pro.sp_adjust and imm < 0 and size is None:
+            size = -imm
+        elif hi & ~0x1F == pro.store and hi & 0x1F in (30, 31):
+            saved.setdefault(hi & 0x1F, imm)
+    if size is None or 31 not in saved:
+        return None
+    return size, saved
+
+
+def _prologue_step(kvm: Any, arch: ArchInfo, cur: Frame, fn: Optional[Tuple[str, int]],
+                   syms: Any) -> Optional[Frame]:
+    """MIPS: the caller from the function prologue's frame size and save slots."""
+    if fn is None or cur.sp is None:
+        return None
+    frame = prologue_frame(kvm, arch, cur.pc, fn[1])
+    if frame is None:
+        return None
+    size, saved = frame
+    ret = read_ptr(kvm, cur.sp + saved[31])
+    if not ret:
+        return None
+    caller_sp = cur.sp + size
+    fp = read_ptr(kvm, cur.sp + saved[30]) if 30 in saved else cur.fp
+    regs = {arch.pc: ret, arch.sp: caller_sp}
+    if arch.fp and fp is not None:
+        regs[arch.fp] = fp
+    return Frame(ret, caller_sp, fp, regs, "frame", _function(syms, ret, 1))
 
 
 class _ReaderMem:
@@ -117,7 +181,7 @@ def caller_registers(arch_name: str, regs: Dict[str, int],
     read; anything it or ``function_at`` raises propagates (a debugger error
     is not the end of a stack).
     """
-    arch = archdata.arch_info(arch_name)
+    arch = archdata.arch_info(arch_name, 8 if arch_name == "mips64" else None)
     if arch is None or arch.pc not in regs:
         return None
     mem = _ReaderMem(read, byteorder, arch.width, lookup)
@@ -179,7 +243,7 @@ def _trap_step(kvm: Any, arch: ArchInfo, key: str, cur: Frame, fn: Tuple[str, in
     layout = arch.trap_layouts.get(key) or arch.trap_layouts.get("default")
     if layout is None or cur.sp is None:
         return None
-    base = cur.sp + _trap_sp_adjust(kvm, arch, fn, cur.pc)
+    base = cur.sp + layout.offset + _trap_sp_adjust(kvm, arch, fn, cur.pc)
     raw = read_partial(kvm, base, layout.size)
     regs = int_map(raw, kvm.byteorder, layout.slots, layout.width)
     if arch.name == "i386" and "cs" in regs and regs["cs"] & 3 == 0:

@@ -112,7 +112,7 @@ def serve(kernel: str, core: str, *, listen: Optional[str] = None, stdio: bool =
         logging.basicConfig(filename=log_file, level=logging.DEBUG if verbose else logging.INFO)
     try:
         kvm, table = open_dump(kernel, core, symbols, writable, elf_symbols, open_options)
-        regset_for(kvm.arch)
+        regset_for(kvm.arch, kvm.ptrsize)
         target = Target(kvm, writable=writable)      # walks the threads: fails here, loudly
     except (KvmError, OSError) as e:                 # the dump or a file: one line
         return _fail(str(e))

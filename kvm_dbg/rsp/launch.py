@@ -26,7 +26,7 @@ class LaunchError(Exception):
 
 
 def elf_info(path: str) -> Optional[Dict[str, int]]:
-    """e_machine and EI_OSABI of an ELF file, or None if it is not ELF."""
+    """e_machine, EI_OSABI and ELF class of an ELF file, or None if it is not ELF."""
     try:
         with open(path, "rb") as f:
             head = f.read(20)
@@ -35,7 +35,8 @@ def elf_info(path: str) -> Optional[Dict[str, int]]:
     if len(head) < 20 or head[:4] != b"\x7fELF":
         return None
     order = "little" if head[5] == 1 else "big"
-    return {"osabi": head[7], "machine": int.from_bytes(head[18:20], order)}
+    return {"osabi": head[7], "machine": int.from_bytes(head[18:20], order),
+            "class": 64 if head[4] == 2 else 32}
 
 
 def needs_osabi_none(kernel: str) -> bool:
@@ -49,9 +50,11 @@ _MACHINES = {62: "amd64", 3: "i386", 183: "arm64", 40: "arm", 243: "riscv",
 
 
 def arch_of_elf(path: str) -> Optional[str]:
-    """The library arch name for a kernel ELF, from e_machine (None if unknown)."""
+    """The library arch name for a kernel ELF, from e_machine (None if unknown);
+    64-bit mips kernels are ``mips64`` (their registers are 64-bit)."""
     info = elf_info(path)
-    return _MACHINES.get(info["machine"]) if info else None
+    arch = _MACHINES.get(info["machine"]) if info else None
+    return "mips64" if arch == "mips" and info and info["class"] == 64 else arch
 
 
 def write_tdesc(kernel: str) -> Optional[str]:

@@ -22,6 +22,7 @@ HELP = """kvm_dbg monitor commands:
   dmesg         the whole kernel message buffer
   unread        the unread portion of the message buffer (as kgdb prints it)
   panic         the panic string
+  kerndisp      how far the kernel runs from its link address (kvm_kerndisp)
   kld           loaded kernel modules
   crashinfo     crashinfo(8)'s report (core.txt); drgn in the server's Python
                 gives the vmstat/pstat/config/ddb sections
@@ -101,6 +102,11 @@ def cmd_unread(target: Target, _args: List[str]) -> str:
     if not text:
         return ""
     return f"\nUnread portion of the kernel message buffer:\n{_lines(text)}\n"
+
+
+def cmd_kerndisp(target: Target, _args: List[str]) -> str:
+    """``0x...``: the debuggers relocate the kernel's symbols by it (kgdb does)."""
+    return f"{target.kerndisp:#x}\n"
 
 
 def cmd_panic(target: Target, _args: List[str]) -> str:
@@ -204,8 +210,8 @@ def _private_dir() -> str:
 
 COMMANDS: Dict[str, Callable[[Target, List[str]], str]] = {
     "info": cmd_info, "warnings": cmd_warnings, "ps": cmd_ps, "threads": cmd_threads,
-    "dmesg": cmd_dmesg, "unread": cmd_unread, "panic": cmd_panic, "kld": cmd_kld,
-    "proc": cmd_proc, "tid": cmd_tid, "crashinfo": cmd_crashinfo,
+    "dmesg": cmd_dmesg, "unread": cmd_unread, "panic": cmd_panic, "kerndisp": cmd_kerndisp,
+    "kld": cmd_kld, "proc": cmd_proc, "tid": cmd_tid, "crashinfo": cmd_crashinfo,
     "unwind-elf": cmd_unwind_elf, "help": lambda _t, _a: HELP,
 }
 

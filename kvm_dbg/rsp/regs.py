@@ -1,11 +1,13 @@
 """Register sets per architecture, as data, and target.xml built from them.
 
-Each table is what gdb expects for the architecture's core feature, in the
-remote register-number order the ``g`` packet uses. ``aliases`` are other
-names the library may use for the same register (its dicts follow gdb/lldb
-naming, but e.g. ``fp``/``lr`` on arm64 or ``rflags`` on amd64 are accepted).
-``role`` marks pc/sp/fp: those are expedited in stop replies and tagged
-``generic=`` for lldb.
+Each table is what gdb expects for the architecture (gdb's features/*.xml:
+the core feature, plus those gdb refuses to work without - MIPS cp0 and FPU,
+the riscv FPU a hard-float kernel's ELF asks for), in the remote
+register-number order the ``g`` packet uses. ``aliases`` are other names the
+library may use for the same register (its dicts follow gdb/lldb naming, but
+e.g. ``fp``/``lr`` on arm64 or ``rflags`` on amd64 are accepted). ``role``
+marks pc/sp/fp: those are expedited in stop replies and tagged ``generic=``
+for lldb.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class Reg:
     regnum: int = -1
     aliases: Tuple[str, ...] = ()
     role: str = ""
+    feature: str = ""             # "": the register set's main feature
 
 
 @dataclass
@@ -39,6 +42,8 @@ class RegSet:
     feature: str
     regs: List[Reg]
     lldb_triple: str
+    #: names gdb shows instead of the target description's (MIPS: r29 is "sp")
+    gdb_names: Dict[str, str] = field(default_factory=dict)
     by_num: Dict[int, Reg] = field(default_factory=dict)
     offsets: Dict[int, int] = field(default_factory=dict)
 
@@ -47,10 +52,15 @@ class RegSet:
         fixed: List[Reg] = []
         for r in self.regs:
             num = r.regnum if r.regnum >= 0 else num
-            fixed.append(Reg(r.name, r.bitsize, r.type, r.group, num, r.aliases, r.role))
+            fixed.append(Reg(r.name, r.bitsize, r.type, r.group, num, r.aliases, r.role,
+                             r.feature or self.feature))
             num += 1
-        self.regs = fixed
+        self.regs = sorted(fixed, key=lambda r: r.regnum)
         self.by_num = {r.regnum: r for r in fixed}
+
+    def user_name(self, reg: Reg) -> str:
+        """The name gdb accepts for ``reg`` (``$name``, frame.read_register)."""
+        return self.gdb_names.get(reg.name, reg.name)
 
     def find_role(self, role: str) -> Optional[Reg]:
         return next((r for r in self.regs if r.role == role), None)
@@ -103,12 +113,16 @@ ARM = RegSet("arm", "arm", "org.gnu.gdb.arm.core", [
 _RISCV_NAMES = ["zero", "ra", "sp", "gp", "tp", "t0", "t1", "t2", "fp", "s1",
                 *[f"a{i}" for i in range(8)], *[f"s{i}" for i in range(2, 12)],
                 "t3", "t4", "t5", "t6"]
+_RISCV_FPU = "org.gnu.gdb.riscv.fpu"
 RISCV = RegSet("riscv", "riscv:rv64", "org.gnu.gdb.riscv.cpu", [
     *[Reg(n, 64, "data_ptr" if n == "sp" else "int",
           aliases=(f"x{i}",) + (("s0",) if n == "fp" else ()),
           role={"sp": "sp", "fp": "fp"}.get(n, ""))
       for i, n in enumerate(_RISCV_NAMES)],
     Reg("pc", 64, "code_ptr", aliases=("sepc",), role="pc"),
+    # gdb refuses a tdesc without an FPU for a hard-float (lp64d) kernel ELF.
+    *[Reg(f"f{i}", 64, "ieee_double", "float", feature=_RISCV_FPU) for i in range(32)],
+    *[Reg(n, 32, "int", "float", feature=_RISCV_FPU) for n in ("fflags", "frm", "fcsr")],
 ], "riscv64-unknown-freebsd")
 
 
@@ -128,38 +142,72 @@ POWERPC = _power(32, "powerpc", "powerpc:common", "powerpc-unknown-freebsd")
 
 _MIPS_NAMES = ["zero", "at", "v0", "v1", "a0", "a1", "a2", "a3", *[f"t{i}" for i in range(8)],
                *[f"s{i}" for i in range(8)], "t8", "t9", "k0", "k1", "gp", "sp", "s8", "ra"]
-MIPS = RegSet("mips", "mips", "org.gnu.gdb.mips.cpu", [
-    *[Reg(f"r{i}", 64, aliases=(n,), role={"sp": "sp", "s8": "fp"}.get(n, ""))
-      for i, n in enumerate(_MIPS_NAMES)],
-    Reg("lo", 64, regnum=33), Reg("hi", 64), Reg("pc", 64, "code_ptr", regnum=37, role="pc"),
-], "mips64-unknown-freebsd")
+
+
+def _mips(bits: int, arch: str, gdb_arch: str, triple: str) -> RegSet:
+    """gdb's mips{,64}-cpu.xml, -cp0.xml and -fpu.xml (gdb requires all three)."""
+    cp0, fpu = "org.gnu.gdb.mips.cp0", "org.gnu.gdb.mips.fpu"
+    single = "ieee_single" if bits == 32 else "ieee_double"
+    return RegSet(arch, gdb_arch, "org.gnu.gdb.mips.cpu", [
+        *[Reg(f"r{i}", bits, aliases=(n,) + (("fp",) if n == "s8" else ()),
+              role={"sp": "sp", "s8": "fp"}.get(n, ""))
+          for i, n in enumerate(_MIPS_NAMES)],
+        Reg("status", bits, regnum=32, feature=cp0), Reg("lo", bits), Reg("hi", bits),
+        Reg("badvaddr", bits, feature=cp0), Reg("cause", bits, feature=cp0),
+        Reg("pc", bits, "code_ptr", role="pc"),
+        *[Reg(f"f{i}", bits, single, "float", feature=fpu) for i in range(32)],
+        Reg("fcsr", bits, group="float", feature=fpu), Reg("fir", bits, group="float",
+                                                          feature=fpu),
+    ], triple, gdb_names={f"r{i}": n for i, n in enumerate(_MIPS_NAMES)})
+
+
+MIPS = _mips(32, "mips", "mips", "mips-unknown-freebsd")
+MIPS64 = _mips(64, "mips64", "mips:isa64", "mips64-unknown-freebsd")
 
 REGSETS: Dict[str, RegSet] = {r.arch: r for r in
-                              (AMD64, I386, AARCH64, ARM, RISCV, POWERPC64, POWERPC, MIPS)}
+                              (AMD64, I386, AARCH64, ARM, RISCV, POWERPC64, POWERPC, MIPS,
+                               MIPS64)}
 REGSETS["aarch64"] = AARCH64
 REGSETS["riscv64"] = RISCV
 REGSETS["x86_64"] = AMD64
+#: lldb triples of the other byte order (the tables name the usual one).
+_OTHER_ORDER = {"mips": "mipsel", "mips64": "mips64el", "powerpc64": "powerpc64le",
+                "arm": "armeb"}
 
 
-def regset_for(arch: str) -> RegSet:
-    """The register set for a library arch name (``Kvm.arch``)."""
+def regset_for(arch: str, ptrsize: Optional[int] = None) -> RegSet:
+    """The register set for a library arch name (``Kvm.arch``; a 64-bit mips
+    kernel, ``ptrsize`` 8, gets the 64-bit set)."""
+    if arch == "mips" and ptrsize == 8:
+        arch = "mips64"
     try:
         return REGSETS[arch]
     except KeyError:
         raise KvmError(f"no register description for architecture {arch!r}") from None
 
 
+def lldb_triple(rs: RegSet, byteorder: str) -> str:
+    """The register set's lldb triple for a kernel of ``byteorder``."""
+    cpu, rest = rs.lldb_triple.split("-", 1)
+    usual = "big" if cpu in ("mips", "mips64", "powerpc64", "powerpc") else "little"
+    return f"{_OTHER_ORDER.get(cpu, cpu)}-{rest}" if byteorder != usual else rs.lldb_triple
+
+
 def target_xml(rs: RegSet, with_generic: bool = True) -> str:
     """The target description document gdb/lldb fetch with qXfer:features."""
     lines = ['<?xml version="1.0"?>', '<!DOCTYPE target SYSTEM "gdb-target.dtd">',
-             "<target>", f"  <architecture>{rs.gdb_arch}</architecture>",
-             f"  <feature name={quoteattr(rs.feature)}>"]
-    for r in rs.regs:
-        extra = f' generic="{r.role}"' if with_generic and r.role else ""
-        lines.append(f"    <reg name={quoteattr(r.name)} bitsize=\"{r.bitsize}\" "
-                     f"type={quoteattr(r.type)} group={quoteattr(r.group)} "
-                     f"regnum=\"{r.regnum}\"{extra}/>")
-    lines += ["  </feature>", "</target>", ""]
+             "<target>", f"  <architecture>{rs.gdb_arch}</architecture>"]
+    for feature in dict.fromkeys(r.feature for r in rs.regs):
+        lines.append(f"  <feature name={quoteattr(feature)}>")
+        for r in rs.regs:
+            if r.feature != feature:
+                continue
+            extra = f' generic="{r.role}"' if with_generic and r.role else ""
+            lines.append(f"    <reg name={quoteattr(r.name)} bitsize=\"{r.bitsize}\" "
+                         f"type={quoteattr(r.type)} group={quoteattr(r.group)} "
+                         f"regnum=\"{r.regnum}\"{extra}/>")
+        lines.append("  </feature>")
+    lines += ["</target>", ""]
     return "\n".join(lines)
 
 

@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from . import monitor
 from .messages import error_line
 from .packets import escape
-from .regs import encode_reg, encode_regs, expedited, reg_value, target_xml
+from .regs import encode_reg, encode_regs, expedited, lldb_triple, reg_value, target_xml
 from .symbols import SymbolTable
 from .target import Target, TargetThread
 
@@ -371,7 +371,8 @@ class Session:
     def _host_info(self, _args: str) -> Result:
         self.client = self.client or "lldb"
         t = self.target
-        info = (f"triple:{_hex(t.regset.lldb_triple)};ostype:freebsd;vendor:unknown;"
+        triple = lldb_triple(t.regset, t.byteorder)
+        info = (f"triple:{_hex(triple)};ostype:freebsd;vendor:unknown;"
                 f"endian:{t.byteorder};ptrsize:{t.ptrsize};")
         return Result([info.encode()])
 

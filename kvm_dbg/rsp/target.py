@@ -42,7 +42,7 @@ class Target:
     def __init__(self, kvm: Any, writable: bool = False) -> None:
         self.kvm = kvm
         self.writable = writable
-        self.regset: RegSet = regset_for(kvm.arch)
+        self.regset: RegSet = regset_for(kvm.arch, kvm.ptrsize)
         self.byteorder: str = kvm.byteorder
         self.ptrsize: int = kvm.ptrsize
         self.threads: List[TargetThread] = []
@@ -107,5 +107,14 @@ class Target:
             return False
         return True
 
+    @property
+    def kerndisp(self) -> int:
+        """How far the kernel runs from its link address (``kvm_kerndisp``)."""
+        return self.kvm.kerndisp
+
     def entry(self) -> int:
-        return self.kvm.kernel_entry
+        """The kernel's run-time entry point (AT_ENTRY): its ELF entry, displaced by
+        ``kvm_kerndisp`` (powerpc64), so that debuggers relocate a position-
+        independent kernel's symbols as kgdb does."""
+        entry = self.kvm.kernel_entry
+        return (entry + self.kerndisp) % (1 << 8 * self.ptrsize) if entry else entry

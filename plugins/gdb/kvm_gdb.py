@@ -135,12 +135,26 @@ def _open(arg: str, from_tty: bool) -> None:
             _close()
             raise adapter.AdapterError(f"{req.core}: {adapter.one_line(e)}") from None
         # connected, but the stop frame failed (a thread without registers)
+    _relocate(req.kernel, adapter.kerndisp(_query("kerndisp")))
     for text in adapter.open_messages(_query):
         _print(text)
     try:
         gdb.execute("frame")
     except gdb.error as e:  # e.g. a dump without thread registers: memory still works
         _print(f"kvm-open: no frame: {adapter.one_line(e)}")
+
+
+def _relocate(kernel: str, disp: int) -> None:
+    """A kernel running away from its link address (powerpc64): its symbols at their
+    run-time addresses, as kgdb relocates the kernel by kvm_kerndisp."""
+    if not disp:
+        return
+    confirm = gdb.parameter("confirm")
+    gdb.execute("set confirm off", to_string=True)
+    try:
+        gdb.execute(f"symbol-file -o {disp:#x} {_quote(kernel)}", to_string=True)
+    finally:
+        gdb.execute(f"set confirm {'on' if confirm else 'off'}", to_string=True)
 
 
 def _set_tdesc(kernel: str) -> None:
@@ -335,7 +349,7 @@ def _unwind_setup(kernel: str, symbols: dict) -> None:
     names = {}
     for r in rs.regs:
         for n in (r.name,) + tuple(r.aliases):
-            names.setdefault(n, r.name)
+            names.setdefault(n, rs.user_name(r))
     _state["unwind"] = {"arch": arch, "names": names, "order": order,
                         "symbols": dict(symbols), "trap_key": None, "types": {},
                         "floors": {}}
@@ -388,7 +402,7 @@ def _unwind(pf: Any, u: dict) -> Any:
         return None
     names, mask = u["names"], (1 << (info.width * 8)) - 1
     regs = {}
-    for k in (info.pc, info.sp, info.fp):
+    for k in info.unwind_registers:
         if k:
             try:
                 regs[k] = int(pf.read_register(names.get(k, k))) & mask
@@ -414,7 +428,8 @@ def _unwind(pf: Any, u: dict) -> Any:
     def function_at(p: int) -> Optional[tuple]:
         key = ("fn", p)
         if key not in cache:
-            cache[key] = _function_at(p, arch)
+            hit = _function_at(info.debugger_address(p), arch)
+            cache[key] = hit and (hit[0], hit[1] & mask)
         return cache[key]
 
     caller = caller_registers(

@@ -35,6 +35,7 @@ from kvm_dbg.adapter import (  # noqa: E402 (needs the path above)
     already_open,
     check_files,
     internal_error,
+    kerndisp,
     kld_loads,
     lookup_symbols,
     open_descriptor,
@@ -157,8 +158,14 @@ def _kernel_target(debugger: Any, kernel: str) -> Any:
     return target
 
 
-def _ensure_loaded(debugger: Any, target: Any, kernel: str) -> None:
-    """Kernel sections at their link addresses (the server's AT_ENTRY usually did it)."""
+def _ensure_loaded(debugger: Any, target: Any, kernel: str, slide: int = 0) -> None:
+    """Kernel sections at their link addresses (the server's AT_ENTRY usually did it),
+    or displaced by ``slide`` (kvm_kerndisp: powerpc64 kernels, as kgdb does)."""
+    if slide:
+        _run(debugger, f"target modules load --file {shlex.quote(kernel)} "
+             f"--slide {slide % (1 << 64):#x}",
+             target)
+        return
     module = target.GetModuleAtIndex(0)
     for i in range(module.GetNumSections()):
         section = module.GetSectionAtIndex(i)
@@ -228,7 +235,7 @@ def _open(debugger: Any, args: List[str], out: List[str]) -> None:
         proc = target.GetProcess()
         if not proc.IsValid() or not proc.GetNumThreads():
             raise AdapterError("the debugger could not connect to the server")
-        _ensure_loaded(debugger, target, req.kernel)
+        _ensure_loaded(debugger, target, req.kernel, kerndisp(_query(debugger, "kerndisp")))
         try:
             _load_unwind_module(debugger, target, req.kernel)
         except AdapterError as e:

@@ -19,6 +19,7 @@ from .multiarch import (
     XMachine,
     XSpec,
     flat_walk,
+    install_kstate,
     kmap_pages,
     manifest,
     new_profile,
@@ -39,9 +40,9 @@ PT_DUMP_DELTA = 0x6FB5D000
 TINY = "tiny"
 
 
-def spec(little: bool) -> XSpec:
+def spec(little: bool, e_flags: int = 0) -> XSpec:
     return XSpec("arm" if little else "armeb", 32, little, EM_ARM, b"minidump FreeBSD/arm",
-                 KERNBASE)
+                 KERNBASE, e_flags)
 
 
 # ------------------------------------------------------------------- entries
@@ -69,8 +70,9 @@ def arm_prot(e: int, v4: bool) -> int:
 def profile(fmt: str, version: int, options: Dict[str, object]):
     little = str(options.get("endian", "le")) == "le"
     v4 = str(options.get("mmu", "v6")) == "v4"
-    m = XMachine("arm", 4096, list(RAM), KERNBASE, pattern=str(options.get("pattern", "addr")),
-                 xspec=spec(little))
+    ram = list(options.get("dump_avail") or RAM)  # type: ignore[call-overload]
+    m = XMachine("arm", 4096, ram, KERNBASE, pattern=str(options.get("pattern", "addr")),
+                 xspec=spec(little, int(options.get("e_flags", 0))))
     pr = new_profile(m, b"arm.armv7" if not v4 else b"arm.armv5")
     m.meta["v4"] = v4
     # Kernel image: one 1 MiB section at KERNBASE -> PHYSADDR.
@@ -98,7 +100,7 @@ def profile(fmt: str, version: int, options: Dict[str, object]):
     pr.point("large_64k_last", big + K64 - 8, 8)
     pr.point("large_64k_boundary", big + K64 - 8, 16)
     pr.point("large_64k_unpopulated", big + 3 * K4, 8)
-    ram_specials(pr, RAM, kva + 0x100000, PHYSADDR + 0x310000, options)
+    ram_specials(pr, ram, kva + 0x100000, PHYSADDR + 0x310000, options)
     if v4 and fmt == "minidump":
         m.meta["tiny_va"] = kva + 0x40000
         pr.point(TINY, kva + 0x40000 + 8, 8)
@@ -229,7 +231,8 @@ def build(arch: str, fmt: str, version: int, tmpdir: str, options: Dict[str, obj
         lay = _write_elf(m, cpath, bool(options.get("delta", True)), trunc)
         man = manifest(pr, fmt, 0, lay, _state_elf(m, lay))
         return Fixture("arm", fmt, 0, kpath, cpath, man, m, lay, pr, dict(options))
-    write_kernel_x(m, kpath, pr)
+    kst = install_kstate(pr, options)
+    write_kernel_x(m, kpath, pr, kst)
     pmap, extra = _pmap(m, v4)
     hdr = {"kernbase": KERNBASE, "arch": 5 if v4 else 7, "mmuformat": 1 if v4 else 2}
     if options.get("mmuformat") is not None:

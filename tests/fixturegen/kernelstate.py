@@ -174,11 +174,13 @@ class KernelExpect:
     corrupt: List[str] = field(default_factory=list)   # each must give a warning
     virt: Dict[str, object] = field(default_factory=dict)   # see Installer._virt
     extras: Dict[str, Any] = field(default_factory=dict)   # KernelSpec.extras' expect
+    kerndisp: int = 0             # run-time pcs minus link addresses (powerpc64)
 
     def thread(self, tid: int) -> ThreadExpect:
         return next(t for t in self.threads if t.tid == tid)
 
     def function_at(self, pc: int) -> Optional[str]:
+        pc = (pc - self.kerndisp) % (1 << 64)
         for name, (start, size) in self.functions.items():
             if start <= pc < start + size:
                 return name
@@ -190,6 +192,19 @@ class KernelExpect:
 
 @dataclass(frozen=True)
 class ArchFacts:
+    """How one architecture's kernel lays out PCBs, stacks and trap frames.
+
+    ``model``: how a caller is found from a frame - "fp" (frame records chained through
+    the frame pointer: saved fp at fp+rec[0], return address at fp+rec[1], caller's sp
+    = fp+rec[2]), "backchain" (PowerPC: [sp] = caller's sp, return address in the
+    caller's frame at caller sp + ``lr_off``) or "prologue" (MIPS: no frame pointer;
+    each function's prologue ``addiu sp,sp,-N; sw ra,N-w(sp); sw s8,N-2w(sp)`` says
+    where its caller's registers are).  ``pcb_pc``: the PCB slot holding the pc (arm64,
+    riscv, powerpc: the link register).  ``leaf_pcb``: the PCB pc is inside the
+    context-save routine (savectx, cpu_switch) that keeps no frame of its own; its
+    caller is the link register ``ra``.  ``tf_at``: the trap frame's offset from the
+    trap stub's sp.  ``frameless``: functions without a MIPS prologue."""
+
     w: int
     pcb: Tuple[Tuple[str, int], ...]     # register -> offset (debugger names)
     pcb_size: int
@@ -201,6 +216,24 @@ class ArchFacts:
     tf_span: int                         # bytes below the interrupted sp (kernel mode)
     traps: Tuple[str, ...]
     fill: bytes
+    model: str = "fp"
+    rec: Tuple[int, int, int] = (0, 0, 0)
+    pcb_pc: str = ""
+    leaf_pcb: bool = False
+    ra: str = ""
+    tf_at: int = 0
+    lr_off: int = 0
+    frameless: Tuple[str, ...] = ()
+    tf_fixed: Tuple[Tuple[str, int], ...] = ()     # trap-frame registers with fixed values
+    pc_align: int = 1                    # instruction alignment of code addresses
+
+    @property
+    def record(self) -> Tuple[int, int, int]:
+        return self.rec if self.rec != (0, 0, 0) else (0, self.w, 2 * self.w)
+
+    @property
+    def pc_slot(self) -> str:
+        return self.pcb_pc or self.pc
 
 
 def _seq(names: Sequence[str], start: int, w: int) -> Tuple[Tuple[str, int], ...]:
@@ -213,6 +246,38 @@ _AMD64_TF = (("rdi", 0), ("rsi", 8), ("rdx", 16), ("rcx", 24), ("r8", 32), ("r9"
              ("r13", 96), ("r14", 104), ("r15", 112), ("rip", 152), ("rsp", 176))
 _I386_TF = (("edi", 12), ("esi", 16), ("ebp", 20), ("ebx", 28), ("edx", 32), ("ecx", 36),
             ("eax", 40), ("eip", 52))
+# arm: sys/arm/include/frame.h (struct trapframe; struct switchframe = pcb_regs).
+_ARM_TF = (("cpsr", 0),) + _seq([f"r{i}" for i in range(13)], 4, 4) + (
+    ("sp", 64), ("lr", 68), ("pc", 72))
+# riscv: sys/riscv/include/frame.h, pcb.h (s0 is the frame pointer "fp").
+_RV_S = ["fp"] + [f"s{i}" for i in range(1, 12)]
+_RISCV_TF = _seq(["ra", "sp", "gp", "tp"] + [f"t{i}" for i in range(7)] + _RV_S
+                 + [f"a{i}" for i in range(8)] + ["pc", "sstatus", "stval", "scause"], 0, 8)
+
+
+def _ppc_tf(w: int) -> Tuple[Tuple[str, int], ...]:
+    """sys/powerpc/include/frame.h: fixreg[32], lr, cr, xer, ctr, srr0 (pc), srr1 (msr)."""
+    return _seq([f"r{i}" for i in range(32)] + ["lr", "cr", "xer", "ctr", "pc", "msr"], 0, w)
+
+
+def _ppc_pcb(w: int) -> Tuple[Tuple[str, int], ...]:
+    """sys/powerpc/include/pcb.h: pcb_context[20] = r12..r31, cr, sp, toc, lr."""
+    toc = (("r2", 22 * w),) if w == 8 else ()
+    return _seq([f"r{i}" for i in range(12, 32)], 0, w) + (("cr", 20 * w), ("r1", 21 * w)) \
+        + toc + (("lr", 23 * w),)
+
+
+#: MIPS register names (o32), struct trapframe order (sys/mips/include/frame.h).
+MIPS_GPRS = ["zero", "at", "v0", "v1", "a0", "a1", "a2", "a3"] + [f"t{i}" for i in range(8)] \
+    + [f"s{i}" for i in range(8)] + ["t8", "t9", "k0", "k1", "gp", "sp", "s8", "ra"]
+MIPS_TF_WORDS = 74                     # struct trapframe in register_t words (kgdb)
+# pcb_context[]: PCB_REG_S0..S7, SP, S8, RA, SR, GP, PC (sys/mips/include/pcb.h).
+_MIPS_PCB = _seq([f"s{i}" for i in range(8)] + ["sp", "s8", "ra", "status", "gp", "pc"],
+                 MIPS_TF_WORDS * 4, 4)
+_MIPS_TF = _seq(MIPS_GPRS + ["status", "lo", "hi", "badvaddr", "cause", "pc"], 0, 4)
+MIPS_CALLFRAME_SIZ = 24                # o32: 4 argument slots + 2 words (kgdb)
+ARM_SVC_MODE = 0x13
+ARM_USR_SP_LR = (56, 60)
 FACTS = {
     "amd64": ArchFacts(8, _seq(["r15", "r14", "r13", "r12", "rbp", "rsp", "rbx", "rip"], 0, 8),
                        0x1C0, "rip", "rsp", "rbp", _AMD64_TF, 192, 192,
@@ -225,12 +290,43 @@ FACTS = {
                            "sp", "fp", (("sp", 0), ("lr", 8), ("pc", 16)) + _seq(_X, 48, 8),
                            288, 288, ("handle_el1h_sync", "handle_el1h_irq", "handle_el0_sync",
                                       "handle_el0_irq", "handle_el0_error", "fork_trampoline"),
-                           b"\x00"),
+                           b"\x00", pcb_pc="lr", pc_align=4),
     "arm64-old": ArchFacts(8, _seq(_X, 0, 8) + (("lr", 240), ("sp", 256)), 0x370, "pc", "sp",
                            "fp", (("sp", 0), ("lr", 8), ("pc", 16)) + _seq(_X, 32, 8), 272,
                            272, ("handle_el1h_sync", "handle_el1h_irq", "handle_el0_sync",
                                  "handle_el0_irq", "handle_el0_error", "fork_trampoline"),
-                           b"\x00"),
+                           b"\x00", pcb_pc="lr", pc_align=4),
+    # clang's frame record (push {r11, lr}; mov r11, sp); pcb_regs.sf_pc is inside
+    # savectx/cpu_switch (stmia {r4-r12, sp, lr, pc}), sf_lr the caller's return address.
+    "arm": ArchFacts(4, _seq([f"r{i}" for i in range(4, 13)] + ["sp", "lr", "pc"], 0, 4),
+                     0x170, "pc", "sp", "r11", _ARM_TF, 80, 80,
+                     ("data_abort_entry", "prefetch_abort_entry", "undefined_entry",
+                      "exception_exit", "irq_entry", "swi_entry", "swi_exit"), b"\x00",
+                     rec=(0, 4, 8), leaf_pcb=True, ra="lr", pc_align=4,
+                     tf_fixed=(("cpsr", 0x60000000 | ARM_SVC_MODE),)),
+    # GCC/LLVM riscv frame: s0 = CFA, ra at s0-8, caller's s0 at s0-16 (riscv_frame).
+    "riscv": ArchFacts(8, (("ra", 0), ("sp", 8), ("gp", 16), ("tp", 24)) + _seq(_RV_S, 32, 8),
+                       0x298, "pc", "sp", "fp", _RISCV_TF, 280, 288,
+                       ("cpu_exception_handler_supervisor", "cpu_exception_handler_user"),
+                       b"\x00", rec=(-16, -8, 0), pcb_pc="ra", pc_align=2,
+                       tf_fixed=(("sstatus", 0x8000000200006120),)),
+    # FRAME_SETUP: stdu r1,-(FRAMELEN+288)(r1); trap frame at r1 + 48 (kgdb).
+    "powerpc64": ArchFacts(8, _ppc_pcb(8), 0x540, "pc", "r1", "r1", _ppc_tf(8), 336, 640,
+                           ("trapexit", "asttrapexit"), b"\x00", model="backchain",
+                           pcb_pc="lr", tf_at=48, lr_off=16, pc_align=4,
+                           tf_fixed=(("msr", 0x8000000000009032),)),
+    "powerpc": ArchFacts(4, _ppc_pcb(4), 0x4C0, "pc", "r1", "r1", _ppc_tf(4), 168, 184,
+                         ("trapexit", "asttrapexit"), b"\x00", model="backchain",
+                         pcb_pc="lr", tf_at=8, lr_off=4, tf_fixed=(("msr", 0x9032),),
+                         pc_align=4),
+    # o32; MipsKernGenException: trap frame at sp + CALLFRAME_SIZ (kgdb).
+    "mips": ArchFacts(4, _MIPS_PCB, 0x168, "pc", "sp", "s8", _MIPS_TF, MIPS_TF_WORDS * 4, 304,
+                      ("MipsKernGenException", "MipsKernIntr", "MipsTLBInvalidException"),
+                      b"\x00", model="prologue", leaf_pcb=True, ra="ra", pc_align=4,
+                      tf_at=MIPS_CALLFRAME_SIZ,
+                      frameless=("savectx", "cpu_switch", "fork_trampoline",
+                                 "MipsUserGenException", "btext"),
+                      tf_fixed=(("zero", 0), ("status", 0x1000FF03))),
 }
 #: Field offsets (struct proc, struct thread, struct linker_file) and sizes per width.
 PROC = {8: dict(p_list=0x0, p_threads=0x10, p_pid=0xBC, p_hash=0xD8, p_comm=0x3E4, size=0x4B8),
@@ -251,6 +347,21 @@ def facts(arch: str, osreldate: int) -> ArchFacts:
     if arch == "arm64":
         return FACTS["arm64-new" if osreldate >= ARM64_NEW_PCB else "arm64-old"]
     return FACTS[arch]
+
+
+def mips_frame_size(name: str) -> int:
+    """The stack frame a MIPS function's prologue allocates (varies by function)."""
+    return 0x20 + 8 * (sum(name.encode()) % 4)
+
+
+#: arm64 functions: ``stp x29, x30, [sp, #-16]!; mov x29, sp`` (the frame record).
+ARM64_PROLOGUE = [0xA9BF7BFD, 0x910003FD]
+
+
+def mips_prologue(size: int) -> List[int]:
+    """``addiu sp,sp,-size; sw ra,size-4(sp); sw s8,size-8(sp); move s8,sp`` (o32)."""
+    return [0x27BD0000 | (-size & 0xFFFF), 0xAFBF0000 | (size - 4), 0xAFBE0000 | (size - 8),
+            0x03A0F021]
 
 
 def is_trap(f: ArchFacts, name: str) -> bool:
@@ -323,7 +434,8 @@ class Installed:
     def write_kernel(self, path: str, pr) -> None:
         """(Re)write the kernel ELF with the kernel-state sections and symbols."""
         m = pr.m
-        ident = ElfIdent(m.spec.bits, m.spec.little, m.spec.e_machine)
+        ident = ElfIdent(m.spec.bits, m.spec.little, m.spec.e_machine,
+                         getattr(m.spec, "e_flags", 0))
         secs = [s for s in self.sections]
         secs.insert(1, Section(".data", flags=SHF_ALLOC | SHF_WRITE, addr=pr.data_va,
                                data=self.file_version))
@@ -339,12 +451,15 @@ class Installed:
         segs = [Segment(flags=5, section=".text"), Segment(flags=6, section=".data"),
                 Segment(flags=4, section=".rodata"), Segment(flags=6, section=".kdata")]
         with open(path, "wb") as f:
-            f.write(build_kernel_elf(ident, secs, syms, segs, entry=pr.text_va))
+            f.write(build_kernel_elf(ident, secs, syms, segs, entry=pr.text_va,
+                                     e_type=getattr(m.spec, "e_type", None)))
 
 
 def _heap_place(pr) -> Tuple[int, int, int]:
     """(va, pa, superpage size) of the kernel-state heap for this machine."""
     m = pr.m
+    if "kstate_heap" in pr.notes:           # (va, pa, superpage) chosen by the profile
+        return pr.notes["kstate_heap"]  # type: ignore[return-value]
     if m.arch == "amd64":
         return 0xFFFFFFFF80000000 + 0x2000000, 0x4000000, M2
     if m.arch == "i386":
@@ -409,6 +524,10 @@ class _Writer:
         self.exp = KernelExpect(self.arch, spec.osreldate, corrupt=list(spec.corrupt))
         self.funcs: Dict[str, Tuple[int, int]] = {"btext": (pr.text_va, 64)}
         self.code_va = pr.text_va + TEXT_OFF
+        # powerpc64 kernels run displaced from their link address: pcs are run-time.
+        relocate = getattr(pr.m, "relocate", None)
+        self.disp = (relocate(self.code_va) - self.code_va) % (1 << 64) if relocate else 0
+        self.exp.kerndisp = self.disp
         self.syms: List[Symbol] = []
 
     # -- functions -----------------------------------------------------------------
@@ -420,7 +539,8 @@ class _Writer:
     def pc_in(self, name: str, depth: int) -> int:
         self.func(name)
         start, size = self.funcs[name]
-        return start + 0x10 + (7 * depth + 3 * len(name)) % (size - 0x20)
+        off = 0x10 + (7 * depth + 3 * len(name)) % (size - 0x20)
+        return start + self.disp + off - off % self.f.pc_align
 
     # -- globals -----------------------------------------------------------------
     def gsym(self, arena: Arena, name: str, size: int, sec: str, align: int = 8) -> int:
@@ -432,8 +552,11 @@ class _Writer:
     def run(self, options: Dict[str, object]) -> Installed:
         sp_, m, w, f = self.spec, self.m, self.w, self.f
         heap_va, heap_pa, spz = _heap_place(self.pr)
-        ro = Arena(heap_va, w, m.little())
-        kd = Arena(heap_va + K4, w, m.little())
+        # Globals: in front of the heap, or in the kernel image (``kstate_globals``, a
+        # link address: powerpc64 kernels run displaced, their globals with them).
+        gva = self.pr.notes.get("kstate_globals", heap_va)
+        ro = Arena(gva, w, m.little())
+        kd = Arena(gva + K4, w, m.little())
         offs = {}
         for pre, table in (("proc_off_", PROC[w]), ("thread_off_", THREAD[w]),
                            ("kld_off_", KLD[w])):
@@ -466,7 +589,8 @@ class _Writer:
         self.ro, self.kd, self.g = ro, kd, g
         for extra in sp_.extras:
             extra.reserve(self)
-        heap = Arena(heap_va + K4 * (1 + (len(kd.buf) + K4 - 1) // K4), w, m.little())
+        heap = Arena(heap_va + K4 * (1 + (len(kd.buf) + K4 - 1) // K4) if gva == heap_va
+                     else heap_va, w, m.little())
         self.heap, self.kd, self.g = heap, kd, g
         kd.int(g["dumptid"], -1 if sp_.dumptid is None else sp_.dumptid, 4)
         kd.int(g["mp_maxid"], sp_.ncpu - 1, 4)
@@ -479,7 +603,7 @@ class _Writer:
         self.exp.dumptid = -1 if sp_.dumptid is None else sp_.dumptid
         if sp_.panicstr is not None:
             kd.put(g["panic_buf"], sp_.panicstr.encode() + b"\0")
-            kd.ptr(g["panicstr"], g["panic_buf"])
+            kd.ptr(g["panicstr"], g["panic_buf"] + self.disp * (gva != heap_va))
         self.exp.panicstr = sp_.panicstr
         if sp_.osreldate >= STOPPCBS_POINTER:
             self.stoppcbs = heap.alloc(f.pcb_size * sp_.ncpu, 64)
@@ -490,7 +614,8 @@ class _Writer:
                             if t.tid == sp_.dumptid), NOCPU)
         self.stopped = [c for c in range(sp_.ncpu) if c != crashed_cpu]
         mask = sum(1 << c for c in self.stopped)
-        kd.int(g["stopped_cpus"], mask, 4 * w)          # cpuset_t: 4 longs, little-endian
+        for word in range(4):                            # cpuset_t: 4 longs
+            kd.int(g["stopped_cpus"] + word * w, mask >> (8 * w * word), w)
         self.hole = None
         self._procs()
         self._msgbuf(options)
@@ -506,8 +631,8 @@ class _Writer:
         size = -(-(heap.end - heap_va + 2 * pg) // spz) * spz
         _map_heap(self.pr, heap_va, heap_pa, size, spz)
         self._patch_holes(heap.end + (-heap.end % pg) + pg + 0x40)
-        m.write_va(ro.base, bytes(ro.buf))
-        m.write_va(kd.base, bytes(kd.buf))
+        self._write_image(ro.base, bytes(ro.buf))
+        self._write_image(kd.base, bytes(kd.buf))
         m.write_va(heap.base, bytes(heap.buf))
         self._code()
         self.exp.functions = dict(self.funcs)
@@ -605,18 +730,23 @@ class _Writer:
     def _thread(self, p: ProcSpec, t: ThreadSpec, ta: int) -> ThreadExpect:
         sp_, heap, f, w, T = self.spec, self.heap, self.f, self.w, THREAD[self.w]
         crashed = t.tid == sp_.dumptid
+        stopped = t.oncpu in self.stopped
         stack = list(t.stack) or sleep_stack(self.arch, "kthread_main")
+        if f.leaf_pcb:      # the context-save routine is the innermost frame
+            stack = ["savectx" if crashed or (t.oncpu != NOCPU and stopped)
+                     else "cpu_switch"] + stack
         frames, tfs, pcbv = self._stack(stack, t.tid)
         regs = dict(pcbv)
         gen = [r for r, _ in f.pcb if r not in (f.sp, f.fp, "lr")]
         for j, r in enumerate(gen):
             regs.setdefault(r, t.regs.get(r, _val(t.tid % 0x10000, j, w)))
-        if self.arch == "arm64":
-            regs["pc"] = regs["lr"]
+        if f.pc_slot != f.pc:
+            regs[f.pc] = regs[f.pc_slot]
+        if "cr" in regs:                # powerpc: the condition register has 32 bits
+            regs["cr"] &= 0xFFFFFFFF
         # td_pcb (the kernel puts it at the top of the kernel stack).
         td_pcb = heap.alloc(f.pcb_size, 64)
         heap.ptr(ta + T["td_pcb"], td_pcb)
-        stopped = t.oncpu in self.stopped
         if crashed:
             src, pcb = "dumppcb", self.g["dumppcb"]
         elif t.oncpu != NOCPU and stopped:
@@ -625,7 +755,7 @@ class _Writer:
             src, pcb = "td_pcb", td_pcb
         if src != "td_pcb":      # a stale context in td_pcb: from the last switch
             stale = {r: _val(0x7A7A, j, w) for j, r in enumerate(x for x, _ in f.pcb)}
-            stale[f.pc if self.arch != "arm64" else "lr"] = self.pc_in("sched_switch", 0)
+            stale[f.pc_slot] = self.pc_in("sched_switch", 0)
             self._pcb(heap, td_pcb, stale)
         self._pcb(self.kd if src == "dumppcb" or self.kd.base <= pcb < self.kd.end
                   else heap, pcb, regs)
@@ -651,7 +781,10 @@ class _Writer:
             raise ValueError("a stack must start with a normal function")
         n = len(funcs)
         ntraps = sum(1 for x in funcs if is_trap(f, x))
-        size = n * (2 * w + 0x40) + ntraps * (f.tf_size + 0x60) + 0x100
+        if f.model == "fp" and not f.leaf_pcb and f.rec == (0, 0, 0):
+            size = n * (2 * w + 0x40) + ntraps * (f.tf_size + 0x60) + 0x100
+        else:
+            size = n * 0xA0 + ntraps * (f.tf_span + f.tf_at + 0x80) + 0x100
         base = heap.alloc(size, 16)
         top = base + size
         pcs = [self.pc_in(x, i) for i, x in enumerate(funcs)]
@@ -662,7 +795,8 @@ class _Writer:
         for i in reversed(range(n)):
             name = funcs[i]
             if is_trap(f, name):
-                adj = i386_trap_adjust(name, self.spec.i386_trap_by_ref) if w == 4 else 0
+                adj = i386_trap_adjust(name, self.spec.i386_trap_by_ref) \
+                    if f.pc == "eip" else 0
                 if i == n - 1:                 # ends the stack: a zeroed trap frame
                     tf = (addr - f.tf_size - 0x40) & ~15
                 else:
@@ -670,22 +804,58 @@ class _Writer:
                     tfs[i + 1] = self._trapframe(tf, i + 1, pcs, fps, sps, seed)
                 if adj:
                     heap.ptr(tf - adj, tf)
-                sps[i] = addr = tf - adj
+                sps[i] = addr = tf - adj - f.tf_at
+                if f.model == "backchain":
+                    fps[i] = sps[i]
+                    heap.ptr(sps[i], sps[i + 1] if i + 1 < n else 0)
+                elif f.model == "prologue":     # the stub keeps the interrupted s8
+                    fps[i] = fps[i + 1] if i + 1 < n else 0
                 continue
-            fp = addr - 2 * w
-            fps[i] = fp
-            if i == n - 1:
-                saved, ret = 0, 0
-            elif is_trap(f, funcs[i + 1]):
-                saved, ret = fps[i + 2] or 0 if i + 2 < n else 0, pcs[i + 1]
+            if i == 0 and f.leaf_pcb:          # savectx/cpu_switch: no frame of its own
+                sps[0], fps[0] = sps[1], fps[1]
+                continue
+            if f.model == "backchain":
+                self._backchain_frame(i, n, pcs, sps, fps, addr)
+            elif f.model == "prologue":
+                self._prologue_frame(name, i, n, pcs, sps, fps, addr)
             else:
-                saved, ret = fps[i + 1], pcs[i + 1]
-            heap.ptr(fp, saved)
-            heap.ptr(fp + w, ret)
-            sps[i] = addr = fp - 0x10 * (1 + i % 3)
+                rs, rr, rc = f.record
+                fp = addr - rc
+                fps[i] = fp
+                if i == n - 1:
+                    saved, ret = 0, 0
+                elif is_trap(f, funcs[i + 1]):
+                    saved, ret = fps[i + 2] or 0 if i + 2 < n else 0, pcs[i + 1]
+                else:
+                    saved, ret = fps[i + 1], pcs[i + 1]
+                heap.ptr(fp + rs, saved)
+                heap.ptr(fp + rr, ret)
+                sps[i] = fp - 0x10 * (1 + i % 3)
+            addr = sps[i]
         assert addr > base
-        regs = {f.fp: fps[0], f.sp: sps[0], ("lr" if self.arch == "arm64" else f.pc): pcs[0]}
+        regs = {f.fp: fps[0], f.sp: sps[0], f.pc_slot: pcs[0]}
+        if f.leaf_pcb:
+            regs[f.ra] = pcs[1]
         return list(zip(pcs, funcs)), tfs, regs
+
+    def _backchain_frame(self, i: int, n: int, pcs, sps, fps, addr: int) -> None:
+        """PowerPC: [sp] = caller's sp; the return address in the caller's LR save word."""
+        f, heap = self.f, self.heap
+        sps[i] = fps[i] = addr - (0x70 if self.w == 8 else 0x30) - 0x10 * (i % 3)
+        heap.ptr(sps[i], sps[i + 1] if i + 1 < n else 0)
+        if i + 1 < n:
+            heap.ptr(sps[i + 1] + f.lr_off, pcs[i + 1])
+
+    def _prologue_frame(self, name: str, i: int, n: int, pcs, sps, fps, addr: int) -> None:
+        """MIPS: the frame its prologue built (ra and s8 saved at the top)."""
+        w, heap = self.w, self.heap
+        if name in self.f.frameless:
+            sps[i] = fps[i] = addr - 0x20
+            return
+        size = mips_frame_size(name)
+        sps[i] = fps[i] = addr - size
+        heap.ptr(sps[i] + size - w, pcs[i + 1] if i + 1 < n else 0)
+        heap.ptr(sps[i] + size - 2 * w, (fps[i + 1] or 0) if i + 1 < n else 0)
 
     def _trapframe(self, tf: int, k: int, pcs, fps, sps, seed: int) -> Dict[str, int]:
         """Trap frame at ``tf`` describing interrupted frame ``k``."""
@@ -694,6 +864,9 @@ class _Writer:
         regs[f.pc], regs[f.fp], regs[f.sp] = pcs[k], fps[k] or 0, sps[k]
         if self.arch == "arm64":
             regs["lr"] = pcs[k + 1] if k + 1 < len(pcs) else 0
+        regs.update(f.tf_fixed)
+        if "cr" in regs:
+            regs["cr"] &= 0xFFFFFFFF
         for r, off in f.tf:
             if r in regs:
                 self.heap.int(tf + off, regs[r], w)
@@ -705,8 +878,11 @@ class _Writer:
             self.heap.int(tf + 56, 0x20, 4)             # cs: kernel -> no esp/ss
             self.heap.int(tf + 60, 0x10246, 4)
             regs["esp"] = tf + 64
-        else:
+        elif self.arch == "arm64":
             self.heap.int(tf + 24, 0x60000005, 8 if f is FACTS["arm64-new"] else 4)
+        elif self.arch == "arm":                        # the user-mode copies of sp/lr
+            for j, off in enumerate(ARM_USR_SP_LR):
+                self.heap.int(tf + off, _val(0x4000 + seed % 0x1000, j, w), 4)
         return regs
 
     # -- message buffer ------------------------------------------------------------
@@ -838,6 +1014,15 @@ class _Writer:
         for slot in self.hole_links:
             self.heap.ptr(slot, hole)
 
+    def _write_image(self, va: int, data: bytes) -> None:
+        """Write kernel-image bytes; outside the kernel map (direct-mapped image) their
+        pages are dumped as the kernel dumps its image."""
+        m = self.m
+        m.write_va(va, data)
+        if m.mapping_at(va) is None:
+            for page in range(va & ~(K4 - 1), va + len(data), K4):
+                m.dmap_dump.add(m.va_to_pa(page) // m.page_size)
+
     def _code(self) -> None:
         """Function bodies in the text superpage (memory and the file's .text)."""
         m, pr = self.m, self.pr
@@ -845,7 +1030,17 @@ class _Writer:
         code = bytearray(self.f.fill * (n * FUNC_SIZE))
         if self.arch == "i386" and self.spec.i386_trap_by_ref and "calltrap" in self.funcs:
             code[self.funcs["calltrap"][0] - self.code_va] = 0x54     # push %esp
-        m.write_va(self.code_va, bytes(code))
+        prologue = {"mips": lambda name: mips_prologue(mips_frame_size(name)),
+                    "arm64": lambda name: ARM64_PROLOGUE}.get(self.arch)
+        if prologue is not None:       # the functions' real prologues (debuggers read them)
+            order = "little" if m.little() else "big"
+            for name, (start, _size) in self.funcs.items():
+                if name == "btext" or name in self.f.frameless or is_trap(self.f, name):
+                    continue
+                off = start - self.code_va
+                insns = b"".join(i.to_bytes(4, order) for i in prologue(name))
+                code[off:off + len(insns)] = insns
+        self._write_image(self.code_va, bytes(code))
         head = bytearray(TEXT_OFF)
         head[:64] = b"\xcc" * 64
         self.text_section = Section(".text", flags=SHF_ALLOC | SHF_EXECINSTR,
@@ -854,21 +1049,45 @@ class _Writer:
 
 def install(pr, fmt: str, version: int, options: Dict[str, object]) -> Installed:
     """Write ``options["kstate"]`` (a KernelSpec) into the profile's machine; sets
-    ``options["msgbuf"]`` (minidump section) unless given, and ``pr.notes["kstate"]``."""
-    return _Writer(pr, options["kstate"]).run(options)  # type: ignore[arg-type]
+    ``options["msgbuf"]`` (minidump section) unless given, and ``pr.notes["kstate"]``;
+    then calls ``options["kstate_hook"](pr, expect)`` if given."""
+    done = _Writer(pr, options["kstate"]).run(options)  # type: ignore[arg-type]
+    hook = options.get("kstate_hook")
+    if hook is not None:       # more content in the machine before the dump is written
+        hook(pr, done.expect)  # type: ignore[operator]
+    return done
 
 
 # --------------------------------------------------------------- stock material
 
+_PPC_ENTRY = ["trap", "powerpc_interrupt", "trapexit"]
 _SYSCALL = {"amd64": ["amd64_syscall", "fast_syscall_common"],
             "i386": ["syscall", "Xint0x80_syscall"],
-            "arm64": ["svc_handler", "do_el0_sync", "handle_el0_sync"]}
+            "arm64": ["svc_handler", "do_el0_sync", "handle_el0_sync"],
+            "arm": ["syscall", "swi_handler", "swi_entry"],
+            "riscv": ["syscallenter", "ecall_handler", "do_trap_user",
+                      "cpu_exception_handler_user"],
+            "powerpc64": ["syscall"] + _PPC_ENTRY, "powerpc": ["syscall"] + _PPC_ENTRY,
+            "mips": ["trap", "MipsUserGenException"]}
 _FAULT = {"amd64": ["trap_fatal", "trap_pfault", "trap", "calltrap"],
           "i386": ["trap_fatal", "trap_pfault", "trap", "calltrap"],
-          "arm64": ["data_abort", "do_el1h_sync", "handle_el1h_sync"]}
+          "arm64": ["data_abort", "do_el1h_sync", "handle_el1h_sync"],
+          "arm": ["abort_fatal", "abort_handler", "exception_exit"],
+          "riscv": ["page_fault_handler", "do_trap_supervisor",
+                    "cpu_exception_handler_supervisor"],
+          "powerpc64": ["trap_fatal"] + _PPC_ENTRY, "powerpc": ["trap_fatal"] + _PPC_ENTRY,
+          "mips": ["trap", "MipsKernGenException"]}
 _STOP = {"amd64": ["cpustop_handler", "ipi_nmi_handler", "trap", "nmi_calltrap"],
          "i386": ["cpustop_handler", "ipi_nmi_handler", "trap", "calltrap"],
-         "arm64": ["ipi_stop", "intr_ipi_dispatch", "intr_irq_handler", "handle_el1h_irq"]}
+         "arm64": ["ipi_stop", "intr_ipi_dispatch", "intr_irq_handler", "handle_el1h_irq"],
+         "arm": ["ipi_stop", "intr_ipi_dispatch", "intr_irq_handler", "irq_entry"],
+         "riscv": ["ipi_stop", "ipi_handler", "intr_irq_handler", "riscv_cpu_intr",
+                   "do_trap_supervisor", "cpu_exception_handler_supervisor"],
+         "powerpc64": ["powerpc_ipi_handler", "intr_event_handle", "powerpc_dispatch_intr",
+                       "powerpc_interrupt", "trapexit"],
+         "powerpc": ["powerpc_ipi_handler", "intr_event_handle", "powerpc_dispatch_intr",
+                     "powerpc_interrupt", "trapexit"],
+         "mips": ["mips_ipi_handler", "intr_event_handle", "cpu_intr", "MipsKernIntr"]}
 _SLEEP = ["sched_switch", "mi_switch", "sleepq_switch", "sleepq_timedwait", "_sleep"]
 
 

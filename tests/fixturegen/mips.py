@@ -16,6 +16,7 @@ from .multiarch import (
     XMachine,
     XSpec,
     flat_walk,
+    install_kstate,
     kmap_pages,
     manifest,
     new_profile,
@@ -54,11 +55,13 @@ def profile(fmt: str, version: int, options: Dict[str, object]):
     abi = str(options.get("abi", "o32"))
     little = str(options.get("endian", "be")) == "le"
     cls, flags, bits, kb, kseg0, kseg1 = ABIS[abi]
+    flags |= int(options.get("e_flags", 0))
     spec = XSpec(f"mips-{abi}", cls, little, EM_MIPS, b"minidump FreeBSD/mips", kb, flags)
     windows = [(kseg0, kseg0 + 0x1FFFFFFF, 0x1FFFFFFF), (kseg1, kseg1 + 0x1FFFFFFF, 0x1FFFFFFF)]
     if cls == 64:
         windows.append((0x8000000000000000, 0xBFFFFFFFFFFFFFFF, 0xFF_FFFF_FFFF))
-    m = XMachine("mips", 4096, list(RAM), kb, pattern=str(options.get("pattern", "addr")),
+    ram = list(options.get("dump_avail") or RAM)  # type: ignore[call-overload]
+    m = XMachine("mips", 4096, ram, kb, pattern=str(options.get("pattern", "addr")),
                  xspec=spec, windows=windows)
     m.meta.update(abi=abi, bits=bits, kseg0=kseg0, kseg1=kseg1)
     pr = new_profile(m, b"mips.mips" + abi.encode())
@@ -66,10 +69,12 @@ def profile(fmt: str, version: int, options: Dict[str, object]):
     # phys_avail[0], here the whole image.
     img = 0x100000
     pr.text_va = kseg0 + img
-    for pa in range(img, img + 0x10000, K4):
+    data = int(options.get("data_offset", 0x8000))     # kernel state: past the text
+    for pa in list(range(img, img + 0x8000, K4)) + list(range(img + data, img + data + 0x8000,
+                                                              K4)):
         m.populate(pa)
         m.dmap_dump.add(pa // K4)
-    _kernel_vars(pr, kseg0 + img + 0x8000, [])
+    _kernel_vars(pr, kseg0 + img + data, [])
     pr.point("kseg0", kseg0 + img + 0x345, 0x40)
     pr.point("kseg0_cross", kseg0 + img + K4 - 8, 16)
     pr.point("kseg1", kseg1 + img + 0x20, 0x20)
@@ -80,7 +85,7 @@ def profile(fmt: str, version: int, options: Dict[str, object]):
     pr.abs_syms["kernbase"] = kb
     kva = kb + 0x10000
     kmap_pages(pr, kva, 0x400000)
-    ram_specials(pr, RAM, kva + 16 * K4, 0x420000, options)
+    ram_specials(pr, ram, kva + 16 * K4, 0x420000, options)
     pr.point("below_kernbase_not_minidumped", 0x10000, 8)
     pr.notes.update(abi=abi, endian="le" if little else "be", pte_bits=bits)
     return pr
@@ -92,8 +97,9 @@ def _pmap(m: XMachine, bits: int) -> Tuple[bytes, List[List[int]]]:
     ents = [0] * ((kva_end - m.kernbase) // K4)
     extra: List[List[int]] = []
     for mp in m.mappings:
-        ents[(mp.va - m.kernbase) // K4] = pte(mp.pa, mp.prot, bits)
-        extra += m.populated_in(mp.pa // K4, mp.pa // K4 + 1)
+        for off in range(0, mp.size, K4):       # one PTE per page of the mapping
+            ents[(mp.va + off - m.kernbase) // K4] = pte(mp.pa + off, mp.prot, bits)
+        extra += m.populated_in(mp.pa // K4, (mp.pa + mp.size) // K4)
     return pack(m, f"{len(ents)}{'Q' if bits == 64 else 'I'}", *ents), extra
 
 
@@ -118,7 +124,8 @@ def build(arch: str, fmt: str, version: int, tmpdir: str, options: Dict[str, obj
     bits = int(m.meta["bits"])  # type: ignore[call-overload]
     kpath, cpath = paths(tmpdir, f"mips-minidump{version}-{pr.notes['abi']}-"
                                  f"{pr.notes['endian']}")
-    write_kernel_x(m, kpath, pr)
+    kst = install_kstate(pr, options)
+    write_kernel_x(m, kpath, pr, kst)
     pmap, extra = _pmap(m, bits)
 
     def header(h: Dict[str, int]) -> bytes:

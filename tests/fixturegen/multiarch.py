@@ -100,7 +100,22 @@ def new_profile(m: XMachine, tag: bytes, hz: int = 100) -> Profile:
     return Profile(m, version=VERSION % tag, hz=hz)
 
 
-def write_kernel_x(m: XMachine, path: str, pr: Profile) -> None:
+def install_kstate(pr: Profile, options: Dict[str, object]):
+    """Kernel state (kernelstate.KernelSpec in ``options["kstate"]``) written into the
+    profile's machine; returns the installer's result (None without a spec).
+    ``options["kstate_heap"]`` = (va, pa, superpage size) places its heap,
+    ``options["kstate_globals"]`` its globals (default: in front of the heap)."""
+    if options.get("kstate") is None:
+        return None
+    from .kernelstate import install
+    if options.get("kstate_heap"):
+        pr.notes["kstate_heap"] = tuple(options["kstate_heap"])  # type: ignore[arg-type]
+    if options.get("kstate_globals"):
+        pr.notes["kstate_globals"] = options["kstate_globals"]
+    return install(pr, "", 0, options)
+
+
+def write_kernel_x(m: XMachine, path: str, pr: Profile, kst=None) -> None:
     """Kernel ELF of the variant's class/order/machine/e_flags/e_type."""
     s = m.spec
     ident = ElfIdent(s.bits, s.little, s.e_machine, s.e_flags)
@@ -118,6 +133,8 @@ def write_kernel_x(m: XMachine, path: str, pr: Profile) -> None:
     segs = [Segment(flags=5, section=".text"), Segment(flags=6, section=".data")]
     with open(path, "wb") as f:
         f.write(build_kernel_elf(ident, secs, syms, segs, entry=pr.text_va, e_type=s.e_type))
+    if kst is not None:       # kernel state: its sections and symbols replace these
+        kst.write_kernel(path, pr)
 
 
 # ------------------------------------------------------------------ minidump
@@ -298,4 +315,4 @@ def kmap_pages(pr: Profile, kva: int, pool: int, prots: Tuple[int, ...] = (RW, R
 
 
 __all__ = ["XSpec", "XMachine", "write_minidump_x", "manifest", "page_state_md",
-           "write_kernel_x", "flat_walk"]
+           "write_kernel_x", "flat_walk", "install_kstate"]

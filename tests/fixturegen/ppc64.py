@@ -22,6 +22,7 @@ from .minidump import WalkRecord
 from .multiarch import (
     XMachine,
     XSpec,
+    install_kstate,
     kmap_pages,
     manifest,
     new_profile,
@@ -148,10 +149,12 @@ def build_radix(m: XMachine) -> Tuple[bytes, List[int]]:
 def profile64(fmt: str, version: int, options: Dict[str, object]):
     little = str(options.get("endian", "be")) == "le"
     mmu = str(options.get("mmu", "mmu_radix"))
-    m = XMachine("powerpc64", 4096, list(RAM), KERNBASE, DMAP_BASE, DMAP_BASE + (1 << 50), 0,
+    ram = list(options.get("dump_avail") or RAM)  # type: ignore[call-overload]
+    m = XMachine("powerpc64", 4096, ram, KERNBASE, DMAP_BASE, DMAP_BASE + (1 << 50), 0,
                  pattern=str(options.get("pattern", "addr")),
                  xspec=XSpec("powerpc64le" if little else "powerpc64", 64, little, EM_PPC64,
-                             b"minidump FreeBSD/powerpc64", KERNBASE),
+                             b"minidump FreeBSD/powerpc64", KERNBASE,
+                             int(options.get("e_flags", 0))),
                  reloc_below=DMAP_BASE, reloc_disp=STARTKERNEL - PPC64_KERNBASE)
     pr = new_profile(m, b"powerpc.powerpc64" + (b"le" if little else b""))
     pr.text_va = PPC64_KERNBASE
@@ -166,7 +169,7 @@ def profile64(fmt: str, version: int, options: Dict[str, object]):
     pr.abs_syms["kernbase"] = KERNBASE
     kva = KERNBASE + 0x10000
     kmap_pages(pr, kva, 0x2000000)
-    top, gap = ram_specials(pr, RAM, kva + 16 * K4, 0x2100000, options)
+    top, gap = ram_specials(pr, ram, kva + 16 * K4, 0x2100000, options)
     if mmu == "mmu_radix":
         m.map(KERNBASE + M2 * 8, 0x2200000, M2, RWX, populate=(0, 1, -1))
         pr.point("radix_2m", KERNBASE + M2 * 8 + 0x345, 0x40)
@@ -177,7 +180,7 @@ def profile64(fmt: str, version: int, options: Dict[str, object]):
         pr.point("radix_1g_cross", KERNBASE + G1 + 2 * K4 - 8, 16)
         pr.point("radix_1g_beyond_ram", KERNBASE + G1 + 0x10000000, 8)
         m.pt_pool = [0x2400000, 0x2500000]
-    for pa in (0x5000, 0x6000, RAM[1][0], top - 2 * K4):
+    for pa in (0x5000, 0x6000, ram[1][0], top - 2 * K4):
         m.populate(pa)
         m.dmap_dump.add(pa // K4)
     pr.point("dmap", DMAP_BASE + 0x5000 + 0x18, 0x20)
@@ -234,7 +237,8 @@ def build_minidump(version: int, tmpdir: str, options: Dict[str, object]):
     m: XMachine = pr.m  # type: ignore[assignment]
     mmu = str(pr.notes["mmu"])
     kpath, cpath = paths(tmpdir, f"powerpc64-minidump{version}-{mmu}-{pr.notes['endian']}")
-    write_kernel_x(m, kpath, pr)
+    kst = install_kstate(pr, options)
+    write_kernel_x(m, kpath, pr, kst)
     if mmu == "mmu_radix":
         pmap, tables = build_radix(m)
         extra = []
@@ -303,16 +307,18 @@ def build_elf(arch: str, tmpdir: str, options: Dict[str, object]):
     little = bits == 64 and str(options.get("endian", "be")) == "le"
     name = "powerpc64le" if little else arch
     kb = 0xE000000000000000 if bits == 64 else 0xC0000000
-    m = XMachine(arch, 4096, list(RAM), kb, xspec=XSpec(name, bits, little,
-                                                        EM_PPC64 if bits == 64 else EM_PPC,
-                                                        b"", kb))
+    ram = list(options.get("dump_avail") or RAM)  # type: ignore[call-overload]
+    m = XMachine(arch, 4096, ram, kb, xspec=XSpec(name, bits, little,
+                                                  EM_PPC64 if bits == 64 else EM_PPC,
+                                                  b"", kb, int(options.get("e_flags", 0))))
     pr = new_profile(m, b"powerpc." + name.encode())
     img = 0x100000
     pr.text_va = kb + img
-    for i in range(4):
-        m.map(kb + img + i * K4, img + i * K4, K4, RWX if i == 0 else RW)
-        m.populate(img + i * K4)
-    _kernel_vars(pr, kb + img + K4, [])
+    text = int(options.get("image_span", K4)) // K4     # text pages (kernel state: more)
+    for i in range(text + 3):
+        m.map(kb + img + i * K4, img + i * K4, K4, RWX if i < text else RW)
+        m.populate(img + i * K4) if i == 0 or i >= text else None
+    _kernel_vars(pr, kb + img + text * K4, [])
     pr.point("kernel_text", pr.text_va + 0x40, 0x20)
     kva = kb + 0x1000000
     for i, pa in enumerate(scatter(0x400000, 6)):
@@ -326,9 +332,10 @@ def build_elf(arch: str, tmpdir: str, options: Dict[str, object]):
     pr.point("below", kb, 8)
     raw = bool(options.get("raw"))
     ones = (1 << bits) - 1
-    runs = [(kb + img, 4 * K4), (kva, 6 * K4)]
+    kst = install_kstate(pr, options)
+    runs = _va_runs(m)
     if raw:
-        chunks = [CoreChunk(s, e - s, vaddr=ones, paddr=s) for s, e in RAM]
+        chunks = [CoreChunk(s, e - s, vaddr=ones, paddr=s) for s, e in ram]
     else:
         chunks = [CoreChunk(0, n, vaddr=va, paddr=ones) for va, n in runs]
     ident = ElfIdent(bits, little, m.spec.e_machine)
@@ -352,7 +359,7 @@ def build_elf(arch: str, tmpdir: str, options: Dict[str, object]):
     size = full if trunc is None else min(trunc, full)
     tag = f"{name}-elf{'-kdh' if kdh else ''}{'-raw' if raw else ''}"
     kpath, cpath = paths(tmpdir, tag)
-    write_kernel_x(m, kpath, pr)
+    write_kernel_x(m, kpath, pr, kst)
     with open(cpath, "wb") as f:
         f.write((prefix + bytes(data))[:size])
     lay = VirtualCoreLayout(clay.segments, len(prefix), full, size)
@@ -372,6 +379,17 @@ def build_elf(arch: str, tmpdir: str, options: Dict[str, object]):
     pr.notes.update(raw=raw, kdh=kdh)
     man.notes.update(raw=raw, kdh=kdh)
     return Fixture(arch, "elf", 0, kpath, cpath, man, m, lay, pr, dict(options))
+
+
+def _va_runs(m: XMachine) -> List[Tuple[int, int]]:
+    """(va, size) of each run of virtually contiguous kernel-map mappings."""
+    runs: List[Tuple[int, int]] = []
+    for mp in sorted(m.mappings, key=lambda x: x.va):
+        if runs and runs[-1][0] + runs[-1][1] == mp.va:
+            runs[-1] = (runs[-1][0], runs[-1][1] + mp.size)
+        else:
+            runs.append((mp.va, mp.size))
+    return runs
 
 
 def build(arch: str, fmt: str, version: int, tmpdir: str, options: Dict[str, object]):

@@ -16,6 +16,7 @@ from .multiarch import (
     XMachine,
     XSpec,
     flat_walk,
+    install_kstate,
     kmap_pages,
     manifest,
     new_profile,
@@ -51,7 +52,7 @@ def profile(fmt: str, version: int, options: Dict[str, object]):
     m = XMachine("riscv", 4096, ram, KERNBASE, DMAP_MIN, DMAP_MAX, DMAP_PHYS,
                  pattern=str(options.get("pattern", "addr")),
                  xspec=XSpec("riscv", 64, True, EM_RISCV, b"minidump FreeBSD/riscv",
-                             KERNBASE))
+                             KERNBASE, int(options.get("e_flags", 0))))
     pr = new_profile(m, b"riscv.riscv64", 1000)
     data_pa = map_kernel_image(pr, KERNBASE, DMAP_PHYS + M2, M2, K4, "l2_super")
     pr.abs_syms["kernbase"] = KERNBASE
@@ -117,7 +118,8 @@ def write(pr, version: int, kpath: str, cpath: str, options: Dict[str, object]):
     from . import Fixture
 
     m: XMachine = pr.m  # type: ignore[assignment]
-    write_kernel_x(m, kpath, pr)
+    kst = install_kstate(pr, options)
+    write_kernel_x(m, kpath, pr, kst)
     pmap, extra = _pmap(m)
 
     def header(h: Dict[str, int]) -> bytes:

@@ -46,13 +46,14 @@ class Abi:
     uma_align: int          # UMA_SUPER_ALIGN: uma_cache's alignment
     pcpu_size: int          # sizeof(struct pcpu): a page on x86 (counters(9) need it)
     time_t: int
+    paddr: int = 8          # vm_paddr_t (sys/<arch>/include/_types.h): 4 on arm and mips
 
 
 ABIS = {
     "amd64": Abi(8, 8, 64, 128, 4096, 8), "i386": Abi(4, 4, 64, 64, 4096, 4),
     "arm64": Abi(8, 8, 128, 128, 1024, 8), "riscv": Abi(8, 8, 64, 64, 1024, 8),
     "powerpc64": Abi(8, 8, 128, 256, 1024, 8), "powerpc": Abi(4, 8, 128, 128, 1024, 8),
-    "arm": Abi(4, 8, 64, 64, 1024, 8), "mips": Abi(4, 8, 64, 64, 1024, 8),
+    "arm": Abi(4, 8, 64, 64, 1024, 8, 4), "mips": Abi(4, 8, 64, 64, 1024, 8, 4),
 }
 
 
@@ -122,6 +123,7 @@ class Types:
         w = abi.w
         u8, u16, u32, i32 = CType(1, 1), CType(2, 2), CType(4, 4), CType(4, 4)
         u64 = CType(8, abi.u64_align)
+        paddr = u64 if abi.paddr == 8 else CType(4, 4)
         ptr = long = CType(w, w)
         time_t = CType(abi.time_t, abi.time_t if abi.time_t == 4 else abi.u64_align)
         self.ptr, self.u32, self.u64, self.long, self.time_t = ptr, u32, u64, long, time_t
@@ -196,7 +198,7 @@ class Types:
                                ("vnet_shutdown", u8)], align=abi.cache_line)
         self.fict = S("vm_phys_fictitious_seg", [
             ("node", S("", [("rbe_left", ptr), ("rbe_right", ptr), ("rbe_parent", ptr)])),
-            ("start", u64), ("end", u64), ("first_page", ptr)])
+            ("start", paddr), ("end", paddr), ("first_page", ptr)])
 
 
 #: struct vmmeter's counter(9) fields, then its u_int fields (sys/sys/vmmeter.h).
@@ -358,6 +360,8 @@ class Vmstat:
         def glob(name: str, size: int, align: int, arena=kd) -> None:
             g[name] = wr.gsym(arena, name, size, ".rodata" if arena is ro else ".kdata",
                               align)
+            if align >= 16 and size % align:    # MIPS gas rounds such a section's size
+                arena.alloc(align - size % align, 1)
 
         self.kernconf = _kernconf(wr.arch)
         # Arrays and large structures are __aligned(16) in vmstat.c (gcc would pick 16
@@ -705,9 +709,10 @@ class Vmstat:
     def _fict(self) -> None:
         F, e = self.t.fict, self.expect
         nodes = {s: self._struct(F) for s in self.fict}
+        paddr = self.abi.paddr
         for s, a in nodes.items():
-            self._int(a + F.off("start"), s, 8)
-            self._int(a + F.off("end"), s + 0x800000, 8)
+            self._int(a + F.off("start"), s, paddr)
+            self._int(a + F.off("end"), s + 0x800000, paddr)
 
         def build(keys: List[int], parent: int) -> int:
             if not keys:
