@@ -259,6 +259,11 @@ def stack_trace(prog: Any, thread: Union[int, Any]) -> Any:
     pcs = t.backtrace()
     if not pcs:
         raise LookupError(f"thread {t.tid}: no registers, no stack trace")
+    # The program is in link addresses (see the module docstring); a kernel that
+    # runs displaced (powerpc64: kvm_kerndisp) has run-time pcs.
+    kd = kvm(prog)
+    mask = (1 << 8 * kd.ptrsize) - 1
+    pcs = [(pc - kd.kerndisp) & mask for pc in pcs]
     try:
         return prog.stack_trace_from_pcs(pcs)
     except NotImplementedError as e:

@@ -3,13 +3,9 @@
 ``DWARF_DUMPS`` names them; the ``dwarf_dump`` fixture (import it into a test
 module) builds each once per session:
 
-* ``example-amd64``: the committed examples/kernel.gz + vmcore.0.gz, expectations
-  from a fresh run of the generator that made them (byte-identical, see
-  test_example.test_rebuild);
-* ``fixture-arm64``: ``default_spec("arm64")`` plus the vmstat content, DWARF from
-  examples/src compiled with the cross compiler (fixturegen.dwarfkernel).
-
-When per-architecture examples (examples/<arch>/) land, add them to BUILDERS.
+* ``example-ARCH``: the committed examples (examples/kernel.gz + vmcore.0.gz for
+  amd64, examples/ARCH/ for the others: C compiled with DWARF by examples/build.py),
+  expectations from a fresh run of the generator that made them (byte-identical).
 """
 
 from __future__ import annotations
@@ -35,36 +31,26 @@ class DwarfDump:
     vm: Any              # fixturegen.vmstat.VmstatExpect
 
 
-def _example(d: Path) -> DwarfDump:
-    from fixturegen.example import build_example
-    for name in ("kernel", "vmcore.0"):
-        with gzip.open(ROOT / "examples" / f"{name}.gz") as src, open(d / name, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-    fx = build_example(str(d / "gen"))
-    assert (d / "vmcore.0").read_bytes() == Path(fx.core_path).read_bytes(), \
-        "examples/vmcore.0.gz is stale: run python3 examples/build.py"
-    k = fx.manifest.kstate
-    return DwarfDump("example-amd64", "amd64", str(d / "kernel"), str(d / "vmcore.0"), k,
-                     k.extras["vmstat"])
+def _example(arch: str) -> Callable[[Path], DwarfDump]:
+    """The committed example of ``arch``, checked to be what the generator makes now."""
+    def build(d: Path) -> DwarfDump:
+        from fixturegen.example import build_example
+        src = ROOT / "examples" / ("" if arch == "amd64" else arch)
+        for name in ("kernel", "vmcore.0"):
+            with gzip.open(src / f"{name}.gz") as f, open(d / name, "wb") as dst:
+                shutil.copyfileobj(f, dst)
+        fx = build_example(str(d / "gen"), arch)
+        assert (d / "vmcore.0").read_bytes() == Path(fx.core_path).read_bytes(), \
+            f"{src}/vmcore.0.gz is stale: run python3 examples/build.py --arch {arch}"
+        k = fx.manifest.kstate
+        return DwarfDump(f"example-{arch}", arch, str(d / "kernel"), str(d / "vmcore.0"), k,
+                         k.extras["vmstat"])
+    return build
 
 
-def _arm64(d: Path) -> DwarfDump:
-    from fixturegen import build
-    from fixturegen.dwarfkernel import add_dwarf, toolchain_missing
-    from fixturegen.kernelstate import default_spec
-    from fixturegen.vmstat import Vmstat
-    missing = toolchain_missing("arm64")
-    assert not missing, f"{missing} not installed (scripts/bootstrap.sh installs it)"
-    fx = build("arm64", "minidump", 2, str(d), kstate=default_spec("arm64", extras=[Vmstat()]))
-    add_dwarf(fx)
-    k = fx.manifest.kstate
-    return DwarfDump("fixture-arm64", "arm64", fx.kernel_path, fx.core_path, k,
-                     k.extras["vmstat"])
-
-
-BUILDERS: Dict[str, Callable[[Path], DwarfDump]] = {
-    "example-amd64": _example, "fixture-arm64": _arm64,
-}
+#: Every bundled example (examples/, examples/<arch>/).
+ARCHES = ("amd64", "i386", "arm64", "arm", "riscv", "powerpc64", "powerpc", "mips")
+BUILDERS: Dict[str, Callable[[Path], DwarfDump]] = {f"example-{a}": _example(a) for a in ARCHES}
 DWARF_DUMPS = sorted(BUILDERS)
 _built: Dict[str, DwarfDump] = {}
 

@@ -1,4 +1,4 @@
-"""kvm-dbg crashinfo: every section on the DWARF dumps (example-amd64, fixture-arm64)
+"""kvm-dbg crashinfo: every section on the DWARF dumps (the bundled example of every architecture)
 against the generator's bookkeeping, the text and JSON forms, the command line, and
 the four real dumps (no DWARF), which must degrade section by section."""
 

@@ -1,4 +1,4 @@
-"""kvm_dbg.helpers on the DWARF dumps (example-amd64, fixture-arm64), checked against
+"""kvm_dbg.helpers on the DWARF dumps (the bundled example of every architecture), checked against
 what the generator wrote (fixturegen.vmstat / kernelstate), plus queue(3) and tree(3)
 layouts the dumps do not have, on programs built here."""
 

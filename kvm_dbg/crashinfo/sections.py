@@ -114,22 +114,20 @@ def _thread(ctx: Context, t: Any) -> Dict[str, Any]:
 
 
 def _add_sources(ctx: Context, t: Any, frames: List[Dict[str, Any]]) -> None:
-    """drgn's function and source line for each frame (inline frames folded)."""
-    from ..drgn import stack_trace
-    trace = stack_trace(ctx.prog, t)
-    by_pc: Dict[int, str] = {}
-    for frame in trace:
-        if frame.pc in by_pc:
-            continue
+    """Each frame's source line from the kernel's DWARF (drgn's addr2line, which
+    works on every architecture, unlike drgn's stack traces): a return address
+    is looked up one byte back, at its call; the pcb's and a trap frame's pc
+    are where the thread stopped."""
+    kd = ctx.kd
+    mask = (1 << 8 * kd.ptrsize) - 1
+    for f, fr in zip(frames, t.frames(len(frames))):
+        pc = fr.pc if fr.kind in ("pcb", "trapframe") else fr.pc - 1
+        pc = (pc - kd.kerndisp) & mask        # drgn's program is in link addresses
         try:
-            path, line, _col = frame.source()
+            loc = ctx.prog.source_location(pc)[0]
         except LookupError:
             continue
-        by_pc[frame.pc] = f"{path}:{line}"
-    for f in frames:
-        src = by_pc.get(int(f["pc"], 16))
-        if src:
-            f["source"] = src
+        f["source"] = f"{loc.filename}:{loc.line}"
 
 
 def backtrace(ctx: Context) -> Dict[str, Any]:
