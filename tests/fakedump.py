@@ -26,6 +26,7 @@ class FakeDump:
     """Sparse memory + symbols with the ``Kvm`` API."""
 
     format = "fake"
+    kerndisp = 0
     kernel_entry = 0xFFFFFFFF80200000
 
     def __init__(self, arch: str = "amd64", byteorder: Optional[str] = None,
