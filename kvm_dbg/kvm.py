@@ -68,8 +68,9 @@ class Kvm:
         self.program: Optional[str] = None
         self._cache: dict = {}
         self._mm = None
-        # Direct-map fast path: (first VA, end VA, VA - PA, pa -> offset, file size, mmap).
-        self._dmap: tuple = (0, 0, 0, None, 0, None)
+        # Direct-map fast path: (first VA, end VA, VA - PA, pa -> offset,
+        # (pa, size) -> (offset, run), file size, mmap).
+        self._dmap: tuple = (0, 0, 0, None, None, 0, None)
         self._lock = threading.Lock()
         self._kstate_cache: dict = {}
 
@@ -141,8 +142,8 @@ class Kvm:
         self.format = self.backend.format
         dm = getattr(self.backend, "direct_map", None)
         if dm is not None:
-            start, end, pa_base, find = dm
-            self._dmap = (start, end, start - pa_base, find, self.core.size, self.core.mm)
+            start, end, pa_base, find, span = dm
+            self._dmap = (start, end, start - pa_base, find, span, self.core.size, self.core.mm)
 
     # -- symbols ----------------------------------------------------------
     def _resolve(self, name: str) -> Optional[int]:
@@ -205,7 +206,7 @@ class Kvm:
         if o + size <= _PAGE and size >= 0:
             # Direct map: the physical index alone gives the offset (about a
             # microsecond), so these reads skip the page cache's bookkeeping.
-            lo, hi, delta, find, fsize, mm = self._dmap
+            lo, hi, delta, find, _span, fsize, mm = self._dmap
             if lo <= addr < hi:
                 off = find(addr - delta)
                 if off is not None and off + size <= fsize:
@@ -218,6 +219,24 @@ class Kvm:
                 if o + size <= hit[1]:
                     off = hit[0] + o
                     return self._mm[off:off + size]
+        elif size > 0:
+            # Bulk: one slice when the pages are contiguous in the file.  The
+            # cache keeps, per page, the run of file bytes that starts there.
+            page = addr - o
+            hit = self._cache.get(page)
+            if hit is not None and o + size <= hit[1]:
+                off = hit[0] + o
+                return self._mm[off:off + size]
+            lo, hi, delta, _find, span, _fsize, mm = self._dmap
+            if lo <= addr and addr + size <= hi:
+                run = span(addr - delta, size)
+                if run is not None and run[1] >= size:
+                    off = run[0]
+                    cache = self._cache
+                    if len(cache) >= _CACHE_MAX:
+                        cache.clear()
+                    cache[page] = (off - o, o + size)
+                    return mm[off:off + size]
         data, err = self._read_loop(addr, size)
         if err is not None:
             raise err
@@ -227,8 +246,31 @@ class Kvm:
         """The readable prefix of ``[addr, addr+size)`` (empty if ``addr`` is unreadable)."""
         return self._read_loop(addr, size)[0]
 
+    def _run(self, addr: int, size: int):
+        """(file offset of ``addr``, bytes contiguous in the file from there,
+        at most ``size`` needed): the page cache's run, else the backend's,
+        remembered for the page.  Raises the backend's KvmError."""
+        o = addr & (_PAGE - 1)
+        page = addr - o
+        cache = self._cache
+        hit = cache.get(page)
+        if hit is not None and (o + size <= hit[1] or hit[1] < _PAGE):
+            return hit[0] + o, hit[1] - o            # enough, or all there is
+        if o + size <= _PAGE:
+            off, n = self._page(addr)
+            return off + o, n - o
+        if self.backend is None:
+            raise KvmError(f"invalid address (0x{addr:x})", errno=errno.EFAULT, address=addr)
+        off, n = self.backend.kvatop_run(addr, size)
+        if n > 0:
+            if len(cache) >= _CACHE_MAX:
+                cache.clear()
+            cache[page] = (off - o, n + o)
+        return off, n
+
     def _read_loop(self, addr: int, size: int):
-        """(bytes read, the error that stopped the read or None)."""
+        """(bytes read, the error that stopped the read or None): one slice per
+        run of pages that are contiguous in the file."""
         if size < 0:
             return b"", KvmError(f"invalid size {size}")
         if addr < 0 or addr + size > 1 << 64:
@@ -237,25 +279,19 @@ class Kvm:
         chunks = []
         mm = self._mm
         while size > 0:
-            o = addr & (_PAGE - 1)
             try:
-                if size > _PAGE - o and self.backend is not None:
-                    off, n = self.backend.kvatop_run(addr, size)
-                    off, o = off - o, o        # normalise to the page start
-                    n += o
-                else:
-                    off, n = self._page(addr)
+                off, n = self._run(addr, size)
             except KvmError as e:
                 return b"".join(chunks), e
-            if o >= n:
+            if n <= 0:
                 return b"".join(chunks), KvmError(
                     f"invalid address (0x{addr:x})", hard="beyond end of core file",
                     errno=errno.EFAULT, address=addr)
-            take = min(size, n - o)
-            chunks.append(mm[off + o:off + o + take])
+            take = n if n < size else size
+            chunks.append(mm[off:off + take])
             addr += take
             size -= take
-            if (o + take) & (_PAGE - 1) and size > 0:      # short page (truncated core)
+            if addr & (_PAGE - 1) and size > 0:      # short page (truncated core)
                 return b"".join(chunks), KvmError(
                     f"invalid address (0x{addr:x})", hard="beyond end of core file",
                     errno=errno.EFAULT, address=addr)
