@@ -175,7 +175,9 @@ class Kvm:
     def _page(self, va: int):
         """(file offset, length) of the 4 KiB page holding ``va``; cached.
 
-        Errors name ``va`` itself, not the page start."""
+        Errors name ``va`` itself, not the page start.  The cache maps a page
+        to (its file offset, bytes contiguous in the file from its start,
+        whether that length is all there is): one page, or a bulk read's run."""
         page_va = va & ~(_PAGE - 1)
         hit = self._cache.get(page_va)
         if hit is None:
@@ -183,12 +185,12 @@ class Kvm:
                 raise KvmError(f"invalid address (0x{va:x})", errno=errno.EFAULT, address=va)
             off, n = self.backend.kvatop(va)
             o = va - page_va
-            hit = (off - o, n + o if n + o < _PAGE else _PAGE)
+            hit = (off - o, n + o if n + o < _PAGE else _PAGE, n + o < _PAGE)
             cache = self._cache
             if len(cache) >= _CACHE_MAX:
                 cache.clear()
             cache[page_va] = hit
-        return hit
+        return hit[0], hit[1]
 
     def translate(self, va: int) -> int:
         """File offset of a kernel virtual address (raises KvmError)."""
@@ -230,13 +232,16 @@ class Kvm:
             lo, hi, delta, _find, span, _fsize, mm = self._dmap
             if lo <= addr and addr + size <= hi:
                 run = span(addr - delta, size)
-                if run is not None and run[1] >= size:
-                    off = run[0]
+                if run is not None:
+                    off, n = run
                     cache = self._cache
                     if len(cache) >= _CACHE_MAX:
                         cache.clear()
-                    cache[page] = (off - o, o + size)
-                    return mm[off:off + size]
+                    if n >= size:
+                        cache[page] = (off - o, o + size, False)
+                        return mm[off:off + size]
+                    if n > 0:                        # the run ends inside the read
+                        cache[page] = (off - o, o + n, True)
         data, err = self._read_loop(addr, size)
         if err is not None:
             raise err
@@ -254,7 +259,7 @@ class Kvm:
         page = addr - o
         cache = self._cache
         hit = cache.get(page)
-        if hit is not None and (o + size <= hit[1] or hit[1] < _PAGE):
+        if hit is not None and (o + size <= hit[1] or hit[2]):
             return hit[0] + o, hit[1] - o            # enough, or all there is
         if o + size <= _PAGE:
             off, n = self._page(addr)
@@ -265,7 +270,7 @@ class Kvm:
         if n > 0:
             if len(cache) >= _CACHE_MAX:
                 cache.clear()
-            cache[page] = (off - o, n + o)
+            cache[page] = (off - o, n + o, n < size)
         return off, n
 
     def _read_loop(self, addr: int, size: int):
