@@ -242,7 +242,8 @@ class PhysIndex:
                 merged[-1] = (merged[-1][0], end, delta)
             elif first < end:
                 merged.append((first, end, delta))
-        ranges = tuple(merged)
+        # The largest range first: most addresses need one comparison.
+        ranges = tuple(sorted(merged, key=lambda r: r[0] - r[1]))
 
         def find(pa: int) -> Optional[int]:
             pn = pa >> pshift
@@ -284,6 +285,13 @@ class PhysIndex:
             # Pages wanted after pa's, within its dump_avail range: set bits
             # after ``bit`` are consecutive pages of the file.
             more = min((po + want - 1) >> pshift, end - pn - 1)
+            need = (2 << more) - 1
+            if word >> b & need == need:     # all of them in this word (the usual case)
+                n = page - po + more * page
+                off += po
+                if off + n > size:
+                    n = size - off
+                return off, n if n < want else want
             got = 0
             rest = word >> b >> 1            # the bits after ``bit`` in this word
             avail = wbits - 1 - b
