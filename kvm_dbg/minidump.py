@@ -284,7 +284,9 @@ class PhysIndex:
             po = pa & pmask
             # Pages wanted after pa's, within its dump_avail range: set bits
             # after ``bit`` are consecutive pages of the file.
-            more = min((po + want - 1) >> pshift, end - pn - 1)
+            more = (po + want - 1) >> pshift
+            if more >= end - pn:
+                more = end - pn - 1
             need = (2 << more) - 1
             if word >> b & need == need:     # all of them in this word (the usual case)
                 n = page - po + more * page
