@@ -231,17 +231,21 @@ class Kvm:
                 return self._mm[off:off + size]
             lo, hi, delta, _find, span, _fsize, mm = self._dmap
             if lo <= addr and addr + size <= hi:
-                run = span(addr - delta, size)
+                # Measure to the end of the last page: later reads from this
+                # page at other offsets then find their run in the cache too.
+                want = ((o + size + _PAGE - 1) & -_PAGE) - o
+                if addr + want > hi:
+                    want = size
+                run = span(addr - delta, want)
                 if run is not None:
                     off, n = run
                     cache = self._cache
                     if len(cache) >= _CACHE_MAX:
                         cache.clear()
+                    if n > 0:
+                        cache[page] = (off - o, o + n, n < want)
                     if n >= size:
-                        cache[page] = (off - o, o + size, False)
                         return mm[off:off + size]
-                    if n > 0:                        # the run ends inside the read
-                        cache[page] = (off - o, o + n, True)
         data, err = self._read_loop(addr, size)
         if err is not None:
             raise err
@@ -266,11 +270,12 @@ class Kvm:
             return off + o, n - o
         if self.backend is None:
             raise KvmError(f"invalid address (0x{addr:x})", errno=errno.EFAULT, address=addr)
-        off, n = self.backend.kvatop_run(addr, size)
+        want = ((o + size + _PAGE - 1) & -_PAGE) - o       # to the end of the last page
+        off, n = self.backend.kvatop_run(addr, want)
         if n > 0:
             if len(cache) >= _CACHE_MAX:
                 cache.clear()
-            cache[page] = (off - o, n + o, n < size)
+            cache[page] = (off - o, n + o, n < want)
         return off, n
 
     def _read_loop(self, addr: int, size: int):

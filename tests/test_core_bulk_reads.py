@@ -250,7 +250,7 @@ def _page_starts(va: int, n: int):
 
 def test_direct_map_read_is_one_copy(tmp_path):
     """A direct-map bulk read of file-contiguous pages: one slice of the mapping,
-    remembered for its page; a second read of the page uses the cache."""
+    remembered for its page; later reads from that page use the cache."""
     fx = ck.build_case(("amd64", "minidump", 3, {}), tmp_path)
     with kvm_dbg.open(fx.kernel_path, fx.core_path) as kd:
         b = kd.backend
@@ -279,6 +279,9 @@ def test_direct_map_read_is_one_copy(tmp_path):
         kd._dmap = kd._dmap[:4] + (boom,) + kd._dmap[5:]
         kd.backend.kvatop_run = boom
         assert kd.read(va + 8, size - 8) == data[8:]
+        # the run was measured to the end of its last page: a read further on
+        # in the same page is served from the cache too
+        assert kd.read(va + 50, size) == reference(kd, va + 50, size)[0]
 
 
 def test_truncated_file_ends_inside_a_run(tmp_path):
