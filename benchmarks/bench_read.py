@@ -1,12 +1,40 @@
-"""Read-path benchmark on a large sparse minidump (issue #2's figures).
+"""Read-path benchmark on a large sparse minidump (issues #2 and #14).
 
 Builds (once, cached) a minidump modelling a 64 GiB amd64 machine with
-4 GiB of dumped pages, then prints: open time, symbol() latency, random
-8-byte reads per second, sequential bulk read MiB/s against a plain mmap of
-the same file, and the process's peak resident memory.
+4 GiB of dumped pages (or reads the dump given by ``--kernel``/``--core``,
+e.g. the real amd64 minidump of tests/realdumps.py), then prints: open time,
+symbol() latency, then random 8-byte reads, random 20 KiB reads (half
+page-aligned, half not; direct map and kernel map) and sequential 1 MiB reads,
+each against a plain mmap copy of the same bytes (the same file offsets, no
+translation), and the process's resident memory.  Reads are timed over several
+rounds, each with a fresh descriptor and mapping (first touch: page faults
+included) and then repeated; medians are shown.  This VM is shared: compare
+numbers from the same run only.
 
     python benchmarks/bench_read.py [--dir DIR] [--dumped-gib 4] [--ram-gib 64]
                                     [--arch amd64|arm64|riscv]
+                                    [--kernel K --core C] [--c-reader PATH]
+
+``--c-reader PATH`` also times libfbsdvmcore (a port of libkvm: ``fvc_read``,
+one lseek+read per page) on the same addresses in the same run.  PATH is a
+small driver, built outside this repository::
+
+    PATH KERNEL CORE ADDRFILE SIZE PASSES
+
+reads SIZE bytes with ``fvc_read`` at each address of ADDRFILE (little-endian
+uint64) PASSES times, printing ``pass N reads R short S seconds T`` per pass
+(timed in C around the read loop only), then ``crc C``: the CRC-32 (zlib's)
+of the first pass's bytes, which this script checks against its own reads.
+To build it (Debian: ``apt-get install cmake libelf-dev``)::
+
+    git clone https://github.com/Moritz-Systems/libfbsdvmcore /tmp/libfbsdvmcore
+    cmake -S /tmp/libfbsdvmcore -B /tmp/libfbsdvmcore/build -DCMAKE_BUILD_TYPE=Release
+    make -C /tmp/libfbsdvmcore/build fbsdvmcore
+    # write fvcbench.c: fvc_open(KERNEL, CORE, err, NULL, NULL); a loop of
+    # fvc_read(kd, addr[i], buf, SIZE) between two clock_gettime(CLOCK_MONOTONIC)
+    # calls per pass; a last pass feeding the bytes to a CRC-32 (poly 0xEDB88320)
+    gcc -O2 fvcbench.c -I/tmp/libfbsdvmcore/lib -L/tmp/libfbsdvmcore/build \\
+        -lfbsdvmcore -Wl,-rpath,/tmp/libfbsdvmcore/build -o /tmp/fvcbench
 """
 
 from __future__ import annotations
@@ -19,6 +47,7 @@ import resource
 import statistics
 import sys
 import time
+import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,12 +83,15 @@ def _fixture_dir(args) -> Path:
     return Path(args.dir) / f"{args.arch}-{args.ram_gib}g-{args.dumped_gib}g"
 
 
-def dumped_runs(kd) -> list:
-    """Direct-map VA ranges of the dumped pages, from the walker-independent bitmap."""
+def dumped_runs(kd, min_pages: int = 17) -> list:
+    """Direct-map VA ranges of the dumped pages, from the walker-independent bitmap:
+    (VA, bytes) of each run of at least ``min_pages`` consecutive pages (a run
+    ends where a dump_avail range or the file ends)."""
     idx = kd.backend.index
+    starts = {adj for _first, _count, adj in idx.ranges}
     runs, start, prev = [], None, None
     for bit in idx.set_bits():
-        if start is not None and bit == prev + 1:
+        if start is not None and bit == prev + 1 and bit not in starts:
             prev = bit
             continue
         if start is not None:
@@ -68,11 +100,15 @@ def dumped_runs(kd) -> list:
     if start is not None:
         runs.append((start, prev + 1))
     out = []
+    dmap = kd.backend.dmapbase - getattr(kd.backend, "dmapphys", 0)
     for a, b in runs:
         pa = idx.pa_of(a)
-        if b - a > 16:
-            dmap = kd.backend.dmapbase - getattr(kd.backend, "dmapphys", 0)
-            out.append((dmap + pa, (b - a) * idx.page))
+        off = None if pa is None else idx.find(pa)
+        if off is None:
+            continue
+        pages = min(b - a, (kd.core.size - off) // idx.page)
+        if pages >= min_pages:
+            out.append((dmap + pa, pages * idx.page))
     return out
 
 
@@ -101,6 +137,151 @@ def memory() -> dict:
     return out
 
 
+def kmap_runs(kd, limit_pages: int = 1 << 18) -> list:
+    """Readable VA ranges of the kernel map (page-table leaves), at most ``limit_pages``."""
+    pt = getattr(kd.backend, "pt", None)
+    if pt is None:
+        return []
+    out, cur, seen = [], None, 0
+    for va, _pa, size, _e in pt.leaves():
+        for v in range(va, va + size, 4096):
+            seen += 1
+            if seen > limit_pages:
+                break
+            try:
+                kd.translate(v)
+                kd.translate(v + 4095)       # the last page of a truncated dump is short
+            except kvm_dbg.KvmError:
+                if cur:
+                    out.append(tuple(cur))
+                cur = None
+                continue
+            if cur and cur[1] == v:
+                cur[1] = v + 4096
+            else:
+                if cur:
+                    out.append(tuple(cur))
+                cur = [v, v + 4096]
+    if cur:
+        out.append(tuple(cur))
+    return [(a, b - a) for a, b in out]
+
+
+def pick(rng, runs: list, n: int, size: int, align: int) -> list:
+    """``n`` addresses of ``size``-byte reads inside ``runs``; every other one is
+    page-aligned, the rest start at a random byte (multiple of ``align``)."""
+    runs = [r for r in runs if r[1] >= size + 4096]
+    if not runs:
+        return []
+    weights = [length for _, length in runs]
+    out = []
+    for i, (base, length) in enumerate(rng.choices(runs, weights, k=n)):
+        a = base + rng.randrange(length - size - 4096 + 1)
+        out.append(a & ~4095 if i % 2 == 0 else a & ~(align - 1))
+    return out
+
+
+def file_spans(kd, addrs: list, size: int) -> list:
+    """(start, end) file offsets of every file-contiguous piece of each read,
+    found page by page: what a plain mmap copy of the same bytes slices."""
+    out = []
+    for a in addrs:
+        end = a + size
+        cur = None
+        while a < end:
+            take = min(end - a, 4096 - (a & 4095))
+            off = kd.translate(a)
+            if cur is not None and cur[1] == off:
+                cur[1] = off + take
+            else:
+                if cur is not None:
+                    out.append(tuple(cur))
+                cur = [off, off + take]
+            a += take
+        out.append(tuple(cur))
+    return out
+
+
+def run_c(args, kernel: str, core: str, addrs: list, size: int) -> tuple:
+    """(reads/s of the first pass, of the second pass, crc) from the C driver."""
+    import subprocess
+    import tempfile
+    with tempfile.NamedTemporaryFile(suffix=".addrs", dir=args.dir) as f:
+        f.write(b"".join(a.to_bytes(8, "little") for a in addrs))
+        f.flush()
+        out = subprocess.run([args.c_reader, kernel, core, f.name, str(size), "2"],
+                             capture_output=True, text=True, check=True).stdout
+    rates, crc = [], None
+    for line in out.splitlines():
+        w = line.split()
+        if w[0] == "pass":
+            if int(w[5]):
+                sys.exit(f"C reader: {w[5]} of {w[3]} reads came back short")
+            rates.append(int(w[3]) / float(w[7]))
+        elif w[0] == "crc":
+            crc = int(w[1], 16)
+    return rates[0], rates[1], crc
+
+
+def crc_of(kd, addrs: list, size: int) -> int:
+    crc = 0
+    for a in addrs:
+        crc = zlib.crc32(kd.read(a, size), crc)
+    return crc
+
+
+def bench_reads(args, kernel: str, core: str, addrs_rounds: list, size: int) -> dict:
+    """Rates (reads/s) of kvm_dbg, a plain mmap and the C reader on the same
+    addresses: per round a fresh descriptor/mapping/process, first touch then
+    repeated."""
+    res = {k: [] for k in ("cold", "warm", "mm_cold", "mm_warm", "c_cold", "c_warm")}
+    for addrs in addrs_rounds:
+        n = len(addrs)
+        with kvm_dbg.open(kernel, core) as fresh:
+            read = fresh.read
+            t = time.perf_counter()
+            for a in addrs:
+                read(a, size)
+            res["cold"].append(n / (time.perf_counter() - t))
+            t = time.perf_counter()
+            for a in addrs:
+                read(a, size)
+            res["warm"].append(n / (time.perf_counter() - t))
+            spans = file_spans(fresh, addrs, size)
+            crc = crc_of(fresh, addrs, size) if args.c_reader else None
+        with open(core, "rb") as f:
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            for key in ("mm_cold", "mm_warm"):
+                t = time.perf_counter()
+                for o, e in spans:
+                    mm[o:e]
+                res[key].append(n / (time.perf_counter() - t))
+            mm.close()
+        if args.c_reader:
+            cold, warm, c_crc = run_c(args, kernel, core, addrs, size)
+            if c_crc != crc:
+                sys.exit(f"C reader read different bytes ({size}-byte reads): "
+                         f"crc {c_crc:08x}, kvm_dbg {crc:08x}")
+            res["c_cold"].append(cold)
+            res["c_warm"].append(warm)
+    return res
+
+
+def report(title: str, res: dict, size: int) -> None:
+    med = statistics.median
+    unit = (lambda r: f"{r:10,.0f} /s") if size <= 64 else \
+        (lambda r: f"{r:8,.0f} /s {r * size / MiB:6,.0f} MiB/s")
+    print(f"{title}: median of {len(res['cold'])} rounds")
+    for phase, ours, mm, c in (("first touch", "cold", "mm_cold", "c_cold"),
+                               ("repeated", "warm", "mm_warm", "c_warm")):
+        line = (f"  {phase:11s} kvm_dbg {unit(med(res[ours]))} "
+                f"[{min(res[ours]):,.0f} .. {max(res[ours]):,.0f}]  "
+                f"plain mmap {unit(med(res[mm]))} (x{med(res[ours]) / med(res[mm]):.2f})")
+        if res[c]:
+            line += f"  C {unit(med(res[c]))} (x{med(res[ours]) / med(res[c]):.2f})"
+        print(line)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", default=os.environ.get("KVM_DBG_BENCH_DIR", "/tmp/kvm_dbg_bench"))
@@ -109,18 +290,31 @@ def main() -> None:
     ap.add_argument("--reads", type=int, default=200_000)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--bulk-mib", type=int, default=512)
+    ap.add_argument("--bulk-size", type=int, default=20 * 1024,
+                    help="size of the random bulk reads (default 20 KiB)")
+    ap.add_argument("--bulk-reads", type=int, default=20_000)
     ap.add_argument("--arch", choices=("amd64", "arm64", "riscv"), default="amd64")
+    ap.add_argument("--kernel", help="benchmark this kernel + --core instead of the model")
+    ap.add_argument("--core")
+    ap.add_argument("--c-reader", metavar="PATH",
+                    help="libfbsdvmcore driver timed on the same reads (see the docstring)")
     ap.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if not args.build_only and not (_fixture_dir(args) / "done").exists():
-        import subprocess  # build in a child so its memory does not count here
-        subprocess.run([sys.executable, __file__, "--build-only", "--dir", args.dir,
-                        "--ram-gib", str(args.ram_gib), "--dumped-gib", str(args.dumped_gib),
-                        "--arch", args.arch],
-                       check=True)
-    kernel, core = build(args)
-    if args.build_only:
-        return
+    if bool(args.kernel) != bool(args.core):
+        ap.error("--kernel and --core go together")
+    os.makedirs(args.dir, exist_ok=True)
+    if args.kernel:
+        kernel, core = args.kernel, args.core
+    else:
+        if not args.build_only and not (_fixture_dir(args) / "done").exists():
+            import subprocess  # build in a child so its memory does not count here
+            subprocess.run([sys.executable, __file__, "--build-only", "--dir", args.dir,
+                            "--ram-gib", str(args.ram_gib), "--dumped-gib",
+                            str(args.dumped_gib), "--arch", args.arch],
+                           check=True)
+        kernel, core = build(args)
+        if args.build_only:
+            return
     size = os.path.getsize(core)
     print(f"core: {core} ({size / (1 << 30):.2f} GiB on disk)")
     t = time.perf_counter()
@@ -150,63 +344,36 @@ def main() -> None:
     # Random reads: several rounds, each with a FRESH descriptor (a fresh mmap,
     # so every first touch pays its page fault again) and fresh addresses; the
     # median is reported, since this VM's timings vary from round to round.
+    # The plain mmap copies the same bytes at the same file offsets without
+    # translation: the page-fault-bound limit of each access pattern.
     rng = random.Random(1)
-    cold, warm, raw = [], [], []
+    rounds = []
     for _ in range(args.rounds):
         addrs = []
         for _ in range(args.reads):
             base, length = runs[rng.randrange(len(runs))]
             addrs.append(base + (rng.randrange(length - 8) & ~7))
-        with kvm_dbg.open(kernel, core) as fresh:
-            read1 = fresh.read
-            t = time.perf_counter()
-            for a in addrs:
-                read1(a, 8)
-            cold.append(args.reads / (time.perf_counter() - t))
-            t = time.perf_counter()
-            for a in addrs:
-                read1(a, 8)
-            warm.append(args.reads / (time.perf_counter() - t))
-            offsets = [fresh.translate(a) for a in addrs]
-        # The same reads straight from a fresh plain mmap at the same offsets (no
-        # translation): the page-fault-bound limit of this access pattern.
-        with open(core, "rb") as f:
-            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-            t = time.perf_counter()
-            for o in offsets:
-                mm[o:o + 8]
-            raw.append(args.reads / (time.perf_counter() - t))
-            mm.close()
-    med = statistics.median
-    print(f"random 8-byte reads (first touch): median {med(cold):10,.0f} /s  "
-          f"[{min(cold):,.0f} .. {max(cold):,.0f}] over {args.rounds} rounds (target >= 300,000)")
-    print(f"random 8-byte reads (repeated):    median {med(warm):10,.0f} /s  "
-          f"[{min(warm):,.0f} .. {max(warm):,.0f}]")
-    print(f"same reads via a fresh plain mmap: median {med(raw):10,.0f} /s  "
-          f"(no translation; page-fault bound)")
-    read = kd.read
-
+        rounds.append(addrs)
+    res = bench_reads(args, kernel, core, rounds, 8)
+    report("random 8-byte reads (direct map; target >= 300,000/s first touch)", res, 8)
+    bs = args.bulk_size
+    regions = [("direct map", dumped_runs(kd, (bs + 8191) // 4096), 1),
+               ("kernel map", kmap_runs(kd), 1)]
+    for name, region, align in regions:
+        rounds = [pick(rng, region, args.bulk_reads, bs, align) for _ in range(args.rounds)]
+        if not rounds or not rounds[0]:
+            print(f"random {bs // 1024} KiB reads ({name}): no readable range that long")
+            continue
+        res = bench_reads(args, kernel, core, rounds, bs)
+        report(f"random {bs // 1024} KiB reads ({name}, half page-aligned, half not; "
+               "targets >= 1.0x C, >= 0.9x plain mmap)", res, bs)
     base, length = max(runs, key=lambda r: r[1])
     bulk = min(length, args.bulk_mib * MiB)
-    chunk = MiB
-    t = time.perf_counter()
-    got = 0
-    for off in range(0, bulk, chunk):
-        got += len(read(base + off, chunk))
-    t_bulk = time.perf_counter() - t
-    file_off = kd.translate(base)
-    with open(core, "rb") as f:
-        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        t = time.perf_counter()
-        got2 = 0
-        for off in range(0, bulk, chunk):
-            got2 += len(mm[file_off + off:file_off + off + chunk])
-        t_mm = time.perf_counter() - t
-        mm.close()
-    r_bulk, r_mm = got / MiB / t_bulk, got2 / MiB / t_mm
-    print(f"bulk read via kvm_dbg:          {r_bulk:8.0f} MiB/s ({got // MiB} MiB)")
-    print(f"bulk read via plain mmap:       {r_mm:8.0f} MiB/s  -> ratio {r_bulk / r_mm:.2f} "
-          f"(target >= 0.5)")
+    chunk = min(MiB, bulk)
+    seq = [base + off for off in range(0, bulk - bulk % chunk, chunk)]
+    res = bench_reads(args, kernel, core, [seq] * args.rounds, chunk)
+    report(f"sequential {chunk // 1024} KiB reads ({len(seq) * chunk // MiB} MiB, direct map)",
+           res, chunk)
     mem = memory()
     print(f"resident memory, private:       {mem.get('RssAnon', 0) / 1024:8.0f} MiB  "
           f"(target < 200 MiB; peak RSS incl. mapped file pages "

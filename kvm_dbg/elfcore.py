@@ -95,5 +95,19 @@ class PhysSegments:
             return None              # truncated core
         return off, avail
 
+    def run(self, pa: int, size: int) -> Optional[Tuple[int, int]]:
+        """``find``, continued into the next segments while they follow on in
+        both address and file (up to ``size`` bytes, if that many)."""
+        hit = self.find(pa)
+        if hit is None:
+            return None
+        off, n = hit
+        while n < size:
+            nxt = self.find(pa + n)
+            if nxt is None or nxt[0] != off + n:
+                break
+            n += nxt[1]
+        return off, n
+
     def ranges(self) -> List[Tuple[int, int]]:
         return [(self.key(s), self.key(s) + s.memsz) for s in self.segs]

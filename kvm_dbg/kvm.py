@@ -67,8 +67,9 @@ class Kvm:
         self.open_options: dict = {}
         self._cache: dict = {}
         self._mm = None
-        # Direct-map fast path: (first VA, end VA, VA - PA, pa -> offset, file size, mmap).
-        self._dmap: tuple = (0, 0, 0, None, 0, None)
+        # Direct-map fast path: (first VA, end VA, VA - PA, pa -> offset,
+        # (pa, size) -> (offset, run), file size, mmap).
+        self._dmap: tuple = (0, 0, 0, None, None, 0, None)
         self._modtable = None             # kstate.klds.ModuleTable, built on demand
         self._virt: dict = {}             # "vnet" / "dpcpu" state (virtsyms), on demand
         self._busy = False                # building the module table or vnet state
@@ -150,8 +151,8 @@ class Kvm:
         self.format = self.backend.format
         dm = getattr(self.backend, "direct_map", None)
         if dm is not None:
-            start, end, pa_base, find = dm
-            self._dmap = (start, end, start - pa_base, find, self.core.size, self.core.mm)
+            start, end, pa_base, find, span = dm
+            self._dmap = (start, end, start - pa_base, find, span, self.core.size, self.core.mm)
 
     # -- symbols ----------------------------------------------------------
     def _resolve(self, name: str) -> Optional[int]:
@@ -296,7 +297,9 @@ class Kvm:
     def _page(self, va: int):
         """(file offset, length) of the 4 KiB page holding ``va``; cached.
 
-        Errors name ``va`` itself, not the page start."""
+        Errors name ``va`` itself, not the page start.  The cache maps a page
+        to (its file offset, bytes contiguous in the file from its start,
+        whether that length is all there is): one page, or a bulk read's run."""
         page_va = va & ~(_PAGE - 1)
         hit = self._cache.get(page_va)
         if hit is None:
@@ -304,12 +307,12 @@ class Kvm:
                 raise KvmError(f"invalid address (0x{va:x})", errno=errno.EFAULT, address=va)
             off, n = self.backend.kvatop(va)
             o = va - page_va
-            hit = (off - o, n + o if n + o < _PAGE else _PAGE)
+            hit = (off - o, n + o if n + o < _PAGE else _PAGE, n + o < _PAGE)
             cache = self._cache
             if len(cache) >= _CACHE_MAX:
                 cache.clear()
             cache[page_va] = hit
-        return hit
+        return hit[0], hit[1]
 
     def translate(self, va: int) -> int:
         """File offset of a kernel virtual address (raises KvmError)."""
@@ -327,7 +330,7 @@ class Kvm:
         if o + size <= _PAGE and size >= 0:
             # Direct map: the physical index alone gives the offset (about a
             # microsecond), so these reads skip the page cache's bookkeeping.
-            lo, hi, delta, find, fsize, mm = self._dmap
+            lo, hi, delta, find, _span, fsize, mm = self._dmap
             if lo <= addr < hi:
                 off = find(addr - delta)
                 if off is not None and off + size <= fsize:
@@ -340,6 +343,31 @@ class Kvm:
                 if o + size <= hit[1]:
                     off = hit[0] + o
                     return self._mm[off:off + size]
+        elif size > 0:
+            # Bulk: one slice when the pages are contiguous in the file.  The
+            # cache keeps, per page, the run of file bytes that starts there.
+            page = addr - o
+            hit = self._cache.get(page)
+            if hit is not None and o + size <= hit[1]:
+                off = hit[0] + o
+                return self._mm[off:off + size]
+            lo, hi, delta, _find, span, _fsize, mm = self._dmap
+            if lo <= addr and addr + size <= hi:
+                # Measure to the end of the last page: later reads from this
+                # page at other offsets then find their run in the cache too.
+                want = ((o + size + _PAGE - 1) & -_PAGE) - o
+                if addr + want > hi:
+                    want = size
+                run = span(addr - delta, want)
+                if run is not None:
+                    off, n = run
+                    cache = self._cache
+                    if len(cache) >= _CACHE_MAX:
+                        cache.clear()
+                    if n > 0:
+                        cache[page] = (off - o, o + n, n < want)
+                    if n >= size:
+                        return mm[off:off + size]
         data, err = self._read_loop(addr, size)
         if err is not None:
             raise err
@@ -349,8 +377,32 @@ class Kvm:
         """The readable prefix of ``[addr, addr+size)`` (empty if ``addr`` is unreadable)."""
         return self._read_loop(addr, size)[0]
 
+    def _run(self, addr: int, size: int):
+        """(file offset of ``addr``, bytes contiguous in the file from there,
+        at most ``size`` needed): the page cache's run, else the backend's,
+        remembered for the page.  Raises the backend's KvmError."""
+        o = addr & (_PAGE - 1)
+        page = addr - o
+        cache = self._cache
+        hit = cache.get(page)
+        if hit is not None and (o + size <= hit[1] or hit[2]):
+            return hit[0] + o, hit[1] - o            # enough, or all there is
+        if o + size <= _PAGE:
+            off, n = self._page(addr)
+            return off + o, n - o
+        if self.backend is None:
+            raise KvmError(f"invalid address (0x{addr:x})", errno=errno.EFAULT, address=addr)
+        want = ((o + size + _PAGE - 1) & -_PAGE) - o       # to the end of the last page
+        off, n = self.backend.kvatop_run(addr, want)
+        if n > 0:
+            if len(cache) >= _CACHE_MAX:
+                cache.clear()
+            cache[page] = (off - o, n + o, n < want)
+        return off, n
+
     def _read_loop(self, addr: int, size: int):
-        """(bytes read, the error that stopped the read or None)."""
+        """(bytes read, the error that stopped the read or None): one slice per
+        run of pages that are contiguous in the file."""
         if size < 0:
             return b"", KvmError(f"invalid size {size}")
         if addr < 0 or addr + size > 1 << 64:
@@ -359,25 +411,19 @@ class Kvm:
         chunks = []
         mm = self._mm
         while size > 0:
-            o = addr & (_PAGE - 1)
             try:
-                if size > _PAGE - o and self.backend is not None:
-                    off, n = self.backend.kvatop_run(addr, size)
-                    off, o = off - o, o        # normalise to the page start
-                    n += o
-                else:
-                    off, n = self._page(addr)
+                off, n = self._run(addr, size)
             except KvmError as e:
                 return b"".join(chunks), e
-            if o >= n:
+            if n <= 0:
                 return b"".join(chunks), KvmError(
                     f"invalid address (0x{addr:x})", hard="beyond end of core file",
                     errno=errno.EFAULT, address=addr)
-            take = min(size, n - o)
-            chunks.append(mm[off + o:off + o + take])
+            take = n if n < size else size
+            chunks.append(mm[off:off + take])
             addr += take
             size -= take
-            if (o + take) & (_PAGE - 1) and size > 0:      # short page (truncated core)
+            if addr & (_PAGE - 1) and size > 0:      # short page (truncated core)
                 return b"".join(chunks), KvmError(
                     f"invalid address (0x{addr:x})", hard="beyond end of core file",
                     errno=errno.EFAULT, address=addr)

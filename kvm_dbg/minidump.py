@@ -8,6 +8,7 @@ the architecture modules then work with the parsed ``Minidump`` object.
 from __future__ import annotations
 
 import struct
+import sys
 from array import array
 from dataclasses import dataclass
 from itertools import accumulate
@@ -28,7 +29,7 @@ except AttributeError:  # pragma: no cover - Python 3.9 (macOS lldb)
 HeaderFields = Sequence[Tuple[str, int, str]]
 
 _MAX_RANGES = 1024   # dump_avail pairs we accept; the kernel's array is far smaller
-_BLOCK_SHIFT = 13
+_BLOCK_SHIFT = 10
 _BLOCK = 1 << _BLOCK_SHIFT   # bitmap words per lazily built rank block
 
 
@@ -98,8 +99,12 @@ class PhysIndex:
     cumulative popcount per bitmap word plus one popcount of the partial
     word (no Python loop over pages at read time).  The per-word counts are
     built lazily, one block of ``_BLOCK`` words at a time, on top of block
-    totals counted in C at open: opening costs O(bitmap / 64 KiB) whatever
-    size the header claims.
+    totals counted in C at open: opening costs O(bitmap / 8 KiB) whatever
+    size the header claims, and a read pays only for the blocks it touches
+    (a block covers 256 MiB of 4 KiB pages with 64-bit words).
+
+    ``find`` maps one address; ``span`` also measures how far the file stays
+    contiguous from there (consecutive set bits), in one pass (bulk reads).
     """
 
     def __init__(self, core: CoreFile, page: int, ranges: Sequence[Tuple[int, int]],
@@ -132,6 +137,8 @@ class PhysIndex:
         self.nwords = nwords
         self.nbits = nwords * wb * 8
         self._wfmt = ("<" if order == "little" else ">") + {4: "I", 8: "Q"}[wb]
+        self._wcode = next(c for c in "ILQ" if array(c).itemsize == wb)
+        self._swap = order != sys.byteorder
         # Set bits before each block (one big-integer popcount per block).
         step = _BLOCK * wb
         mm, end = core.mm, bitmap_off + nwords * wb
@@ -143,7 +150,7 @@ class PhysIndex:
         self._blocks: List[Optional[array]] = [None] * (len(totals) - 1)
         self.npages = totals[-1]
         self._wshift = (wb * 8).bit_length() - 1
-        self.find = self._make_find()
+        self.find, self.span = self._make_lookups()
 
     def _block(self, bi: int) -> array:
         """Cumulative popcount before each word of block ``bi`` (built once)."""
@@ -152,9 +159,11 @@ class PhysIndex:
             wb = self.word_bytes
             lo = self.bitmap_off + bi * _BLOCK * wb
             hi = min(lo + _BLOCK * wb, self.bitmap_off + self.nwords * wb)
-            counts = map(_popcount, (w for (w,) in struct.iter_unpack(self._wfmt,
-                                                                       self.mm[lo:hi])))
-            blk = array("Q", accumulate(counts, initial=self._totals[bi]))
+            words = array(self._wcode)
+            words.frombytes(self.mm[lo:hi])
+            if self._swap:
+                words.byteswap()
+            blk = array("Q", accumulate(map(_popcount, words), initial=self._totals[bi]))
             self._blocks[bi] = blk
         return blk
 
@@ -209,22 +218,32 @@ class PhysIndex:
             return None          # truncated dump: the page never made it to disk
         return off
 
-    def _make_find(self) -> Callable[[int], Optional[int]]:
-        """Build ``find`` as a closure over locals: it is the hot path of every
-        uncached read, so no attribute lookups and no helper calls."""
+    def _make_lookups(self) -> Tuple[Callable[[int], Optional[int]],
+                                     Callable[[int, int], Optional[Tuple[int, int]]]]:
+        """Build ``find`` and ``span`` as closures over locals: they are the hot
+        path of every uncached read, so no attribute lookups and no helper calls."""
         unpack = struct.Struct(self._wfmt).unpack_from
         mm, base, sparse, size = self.mm, self.bitmap_off, self.sparse, self.size
         blocks, block = self._blocks, self._block
         bshift, bmask_w = _BLOCK_SHIFT, _BLOCK - 1
         page, pshift, nbits = self.page, self.pshift, self.nbits
         sh = self._wshift
+        wbits = 1 << sh
         wbyte_shift = sh - 3
         bmask = (1 << sh) - 1
         pmask = page - 1
         popcount = _popcount
-        # (first page, end page, bit = page - delta), ends clipped to the bitmap.
-        ranges = tuple((first, min(first + count, first - adj + nbits), first - adj)
-                       for first, count, adj in (self.ranges or [(0, nbits, 0)]))
+        # (first page, end page, bit = page - delta), ends clipped to the bitmap;
+        # ranges that continue each other in both pages and bits are one.
+        merged: List[Tuple[int, int, int]] = []
+        for first, count, adj in self.ranges or [(0, nbits, 0)]:
+            end, delta = min(first + count, first - adj + nbits), first - adj
+            if merged and merged[-1][1] == first and merged[-1][2] == delta:
+                merged[-1] = (merged[-1][0], end, delta)
+            elif first < end:
+                merged.append((first, end, delta))
+        # The largest range first: most addresses need one comparison.
+        ranges = tuple(sorted(merged, key=lambda r: r[0] - r[1]))
 
         def find(pa: int) -> Optional[int]:
             pn = pa >> pshift
@@ -245,43 +264,62 @@ class PhysIndex:
                 return None          # truncated dump: the page never made it to disk
             return off + (pa & pmask)
 
+        def span(pa: int, want: int) -> Optional[Tuple[int, int]]:
+            pn = pa >> pshift
+            for first, end, delta in ranges:
+                if first <= pn < end:
+                    bit = pn - delta
+                    break
+            else:
+                return None
+            wi = bit >> sh
+            word = unpack(mm, base + (wi << wbyte_shift))[0]
+            b = bit & bmask
+            if not word >> b & 1:
+                return None
+            blk = blocks[wi >> bshift] or block(wi >> bshift)
+            off = sparse + (blk[wi & bmask_w] + popcount(word & ((1 << b) - 1))) * page
+            if off >= size:
+                return None          # truncated dump: the page never made it to disk
+            po = pa & pmask
+            # Pages wanted after pa's, within its dump_avail range: set bits
+            # after ``bit`` are consecutive pages of the file.
+            more = (po + want - 1) >> pshift
+            if more >= end - pn:
+                more = end - pn - 1
+            need = (2 << more) - 1
+            if word >> b & need == need:     # all of them in this word (the usual case)
+                n = page - po + more * page
+                off += po
+                if off + n > size:
+                    n = size - off
+                return off, n if n < want else want
+            got = 0
+            rest = word >> b >> 1            # the bits after ``bit`` in this word
+            avail = wbits - 1 - b
+            while got < more:
+                ones = (rest ^ (rest + 1)).bit_length() - 1   # trailing set bits
+                if ones < avail:
+                    got += ones
+                    break
+                got += avail
+                if got >= more:
+                    break
+                wi += 1
+                rest = unpack(mm, base + (wi << wbyte_shift))[0]
+                avail = wbits
+            n = page - po + (more if got > more else got) * page
+            off += po
+            if off + n > size:
+                n = size - off               # the file ends inside the run
+            return off, n if n < want else want
+
         find.__doc__ = ("libkvm's pt_find: file offset of the byte at physical address "
                         "``pa``, or None when its page is not in the dump.")
-        return find
-
-    def run(self, pa: int, size: int) -> int:
-        """Bytes from ``pa`` (at most ``size``) that lie contiguously in the file:
-        consecutive set bits in one dump_avail range, before EOF."""
-        off = self.find(pa)
-        if off is None:
-            return 0
-        first = self.page - (pa & (self.page - 1))
-        if size <= first:
-            return size
-        bit = self.bit_of(pa)
-        limit_bits = (size - first + self.page - 1) >> self.pshift
-        for _first_pn, count, adj in self.ranges or [(0, self.nbits, 0)]:
-            if adj <= bit < adj + count:
-                limit_bits = min(limit_bits, adj + count - bit - 1)
-        n = 0
-        b = bit + 1
-        mm, base = self.mm, self.bitmap_off
-        if self.order == "little":
-            # whole 0xff bytes at a time, then single bits
-            while n < limit_bits and b & 7:
-                if not self.is_set(b):
-                    break
-                n += 1
-                b += 1
-            else:
-                while n + 8 <= limit_bits and b < self.nbits and mm[base + (b >> 3)] == 0xFF:
-                    n += 8
-                    b += 8
-        while n < limit_bits and self.is_set(b):
-            n += 1
-            b += 1
-        total = min(size, first + n * self.page)
-        return min(total, self.core.size - off)
+        span.__doc__ = ("(file offset of ``pa``, bytes from there that lie contiguously "
+                        "in the file: up to ``want``, at least to the end of its page or of "
+                        "the file), or None when pa's page is not in the dump.")
+        return find, span
 
     def set_bits(self):
         """Every set bit index in ascending order (for page walks)."""
@@ -318,6 +356,14 @@ class Pmap:
         if 0 <= idx < self.count:
             return struct.unpack_from(self.fmt, self.mm, self.off + idx * self.entsize)[0]
         return None
+
+    def get_many(self, idx: int, n: int) -> Tuple[int, ...]:
+        """Up to ``n`` entries from ``idx`` (fewer at the end of the section)."""
+        n = min(n, self.count - idx)
+        if idx < 0 or n <= 0:
+            return ()
+        return struct.unpack_from(self.fmt[0] + str(n) + self.fmt[1], self.mm,
+                                  self.off + idx * self.entsize)
 
     def nonzero(self) -> Iterator[Tuple[int, int]]:
         """(index, entry) of every non-zero entry, skipping zero runs in bulk

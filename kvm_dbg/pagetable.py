@@ -82,6 +82,8 @@ class FlatRoot:
     base: int
     get: Callable[[int], Optional[int]]   # index -> entry, None if out of bounds
     count: int
+    #: (index, n) -> up to n entries from index (bounded by count); None: use ``get``
+    get_many: Optional[Callable[[int, int], Sequence[int]]] = None
 
 
 @dataclass(frozen=True)
@@ -111,32 +113,119 @@ class PageTable:
             raise Untranslatable(self.missing_table(table_pa))
         return struct.unpack(self._fmt[lv.entsize], raw)[0]
 
-    def translate(self, va: int) -> Tuple[int, int]:
-        """(physical address of ``va``, bytes to the end of its leaf)."""
+    def _walk(self, va: int) -> Tuple[int, int, Optional[int]]:
+        """(leaf entry, its level's index, physical address of the table holding
+        it or None for a flat root) of ``va``; raises Untranslatable."""
         root = self.root
         levels = self.levels
+        lv = levels[0]
         if isinstance(root, FlatRoot):
-            lv = levels[0]
             if va < root.base:
                 raise Untranslatable()
             e = root.get((va - root.base) >> lv.shift)
             if e is None:
                 raise Untranslatable()
+            table = None
         else:
-            lv = levels[0]
-            e = self._entry(root.pa, (va >> lv.shift) & ((1 << lv.bits) - 1), lv)
+            table = root.pa
+            e = self._entry(table, (va >> lv.shift) & ((1 << lv.bits) - 1), lv)
         i = 0
         while True:
             kind = lv.classify(e)
             if kind == LEAF:
-                span = lv.span(e)
-                return lv.frame(e) + (va & (span - 1)), span - (va & (span - 1))
+                return e, i, table
             if kind != TABLE or i + 1 >= len(levels):
                 raise Untranslatable(lv.invalid)
             i += 1
             nxt = levels[i]
-            e = self._entry(lv.frame(e), (va >> nxt.shift) & ((1 << nxt.bits) - 1), nxt)
+            table = lv.frame(e)
+            e = self._entry(table, (va >> nxt.shift) & ((1 << nxt.bits) - 1), nxt)
             lv = nxt
+
+    def translate(self, va: int) -> Tuple[int, int]:
+        """(physical address of ``va``, bytes to the end of its leaf)."""
+        e, i, _table = self._walk(va)
+        lv = self.levels[i]
+        span = lv.span(e)
+        return lv.frame(e) + (va & (span - 1)), span - (va & (span - 1))
+
+    def translate_run(self, va: int, size: int) -> Tuple[int, int]:
+        """(physical address of ``va``, bytes from ``va`` that map physically
+        contiguous memory): ``va``'s leaf, extended while the following leaves
+        continue it, until at least ``size`` bytes (or the first that does not).
+
+        Raises Untranslatable for ``va`` itself only.  Following entries of the
+        same table are read in one batch; a new table costs one walk."""
+        e, i, table = self._walk(va)
+        levels = self.levels
+        lv = levels[i]
+        span = lv.span(e)
+        pa = lv.frame(e) + (va & (span - 1))
+        n = span - (va & (span - 1))
+        top0 = levels[0].shift + levels[0].bits
+        flat = isinstance(self.root, FlatRoot)
+        descend = False
+        try:
+            while n < size:
+                nva = va + n
+                ents = () if descend else self._following(nva, lv, table, size - n)
+                if not ents:              # a table ends or starts: walk from the root
+                    if not flat and nva >> top0 != va >> top0:
+                        break             # past the root table's reach
+                    e, i, table = self._walk(nva)
+                    lv = levels[i]
+                    ents = (e,)
+                descend = False
+                step = 1 << lv.shift
+                ev = nva
+                for e in ents:
+                    if ev >= va + n:      # not inside a large page already counted
+                        kind = lv.classify(e)
+                        if kind != LEAF:
+                            if kind != TABLE:
+                                return pa, n
+                            descend = True    # smaller leaves after a superpage
+                            break
+                        span = lv.span(e)
+                        o = ev & (span - 1)
+                        if lv.frame(e) + o != pa + n:
+                            return pa, n
+                        n += span - o
+                    ev += step
+        except Untranslatable:
+            pass
+        return pa, n
+
+    def _following(self, va: int, lv: Level, table: Optional[int], size: int) -> Sequence[int]:
+        """Entries of ``lv`` from ``va``'s on, in the table of the previous
+        entry, enough to map ``size`` bytes; empty when that table ends there."""
+        count = (size + (1 << lv.shift) - 1) >> lv.shift
+        if table is None:
+            root = self.root
+            idx = (va - root.base) >> lv.shift
+            count = min(count, root.count - idx)
+            if count <= 0:
+                return ()
+            if root.get_many is not None:
+                return root.get_many(idx, count)
+            out = []
+            for j in range(idx, idx + count):
+                e = root.get(j)
+                if e is None:
+                    break
+                out.append(e)
+            return out
+        top = lv.shift + lv.bits
+        if va >> top != (va - 1) >> top:
+            return ()
+        j = (va >> lv.shift) & ((1 << lv.bits) - 1)
+        pa = table + j * lv.entsize
+        count = min(count, (1 << lv.bits) - j, (4096 - (pa & 4095)) // lv.entsize)
+        raw = self.read_phys(pa, count * lv.entsize)
+        if raw is None or len(raw) < count * lv.entsize:
+            return ()
+        fmt = self._fmt[lv.entsize]
+        return struct.unpack(fmt[0] + fmt[1] * count, raw)
 
     def leaves(self) -> Iterator[Tuple[int, int, int, int]]:
         """Every valid leaf as (va, pa, size, entry), ascending VA.

@@ -151,6 +151,12 @@ class ArmElf(ElfPhysBackend):
             raise self.fail(va)
         return super().kvatop(va)
 
+    def kvatop_run(self, va: int, size: int) -> Tuple[int, int]:
+        if va >= _4G:
+            raise self.fail(va)
+        off, n = super().kvatop_run(va, size)
+        return off, min(n, _4G - va)
+
 
 def _native(ident) -> bool:
     return host_is("arm", ident.byteorder)

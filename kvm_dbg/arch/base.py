@@ -92,9 +92,26 @@ class Backend:
         raise NotImplementedError
 
     def kvatop_run(self, va: int, size: int) -> Tuple[int, int]:
-        """Like ``kvatop`` but may report more than one page when the following
-        pages are contiguous in the file (bulk reads); at most ``size`` bytes."""
-        return self.kvatop(va)
+        """Like ``kvatop`` (same errors for ``va``) but reports, when the pages
+        after ``va``'s continue it in the file, the whole run: bulk reads copy
+        it in one slice.  At least ``size`` bytes when that many are
+        contiguous (more is allowed); fewer where the run ends."""
+        return self.page_run(va, size)
+
+    def page_run(self, va: int, size: int) -> Tuple[int, int]:
+        """``kvatop_run`` for any format: ``kvatop`` page after page while the
+        file offsets continue (formats with page tables or a bitmap override
+        ``kvatop_run`` with a one-pass version)."""
+        off, n = self.kvatop(va)
+        while 0 < n < size and not (va + n) & 0xFFF:
+            try:
+                noff, nn = self.kvatop(va + n)
+            except KvmError:
+                break
+            if noff != off + n or nn <= 0:
+                break
+            n += nn
+        return off, n
 
     def walk_pages(self) -> Optional[Iterator[KvmPage]]:
         """The page records, or None when this format has no walker."""
@@ -160,6 +177,16 @@ class ElfPhysBackend(Backend):
     def kvatop(self, va: int) -> Tuple[int, int]:
         pa, span = self.pt.translate(va)
         hit = self.segs.find(pa)
+        if hit is None:
+            raise self.fail(va, self.not_in_dump)
+        return hit[0], min(span, hit[1])
+
+    @untranslatable
+    def kvatop_run(self, va: int, size: int) -> Tuple[int, int]:
+        """The physically contiguous leaves from ``va``, as far as the PT_LOAD
+        segments holding them continue in the file."""
+        pa, span = self.pt.translate_run(va, size)
+        hit = self.segs.run(pa, span if span < size else size)
         if hit is None:
             raise self.fail(va, self.not_in_dump)
         return hit[0], min(span, hit[1])

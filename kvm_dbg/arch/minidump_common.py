@@ -23,6 +23,10 @@ from ..minidump import (
 from ..pagetable import FlatRoot, Level, PageTable, Untranslatable
 from .base import Backend, KvmPage
 
+#: (first VA, end VA, PA at first VA, pa -> offset, (pa, size) -> (offset, run))
+DirectMap = Tuple[int, int, int, Callable[[int], Optional[int]],
+                  Callable[[int, int], Optional[Tuple[int, int]]]]
+
 
 class MinidumpBackend(Backend):
     """Shared minidump opening; see formats.md §2."""
@@ -112,17 +116,18 @@ class MinidumpBackend(Backend):
         return off, avail
 
     @property
-    def direct_map(self) -> Optional[Tuple[int, int, int, Callable[[int], Optional[int]]]]:
-        """(first VA, end VA, PA at first VA, pa -> file offset) of the direct
-        map, for the descriptor's fast path; None where there is none."""
+    def direct_map(self) -> Optional[DirectMap]:
+        """(first VA, end VA, PA at first VA, ``index.find``, ``index.span``) of
+        the direct map, for the descriptor's fast path; None where there is none."""
         return None
 
     def dmap_run(self, va: int, pa: int, size: int) -> Tuple[int, int]:
-        """File offset and contiguous length of a direct-map range."""
-        off, avail = self.phys_to_offset(va, pa, dmap=True)
-        if size > avail:
-            avail = max(avail, self.index.run(pa, size))
-        return off, avail
+        """File offset and file-contiguous length (up to ``size``) of a
+        direct-map range: one pass over the bitmap."""
+        hit = self.index.span(pa, size)
+        if hit is None:
+            return self.phys_to_offset(va, pa, dmap=True)     # libkvm's error
+        return hit
 
     def not_minidumped(self, va: int) -> KvmError:
         return self.fail(va, f"{self.fn}: virtual address 0x{va:x} not minidumped")
@@ -130,7 +135,8 @@ class MinidumpBackend(Backend):
     # -- the kernel map: a flat pmap section from kernbase -------------------
     def flat_pagetable(self, levels: Sequence[Level], order: str = "little") -> PageTable:
         """The page table rooted in the pmap section, entry 0 mapping kernbase."""
-        return PageTable(FlatRoot(self.kernbase, self.pmap.get, self.pmap.count), levels,
+        return PageTable(FlatRoot(self.kernbase, self.pmap.get, self.pmap.count,
+                                  self.pmap.get_many), levels,
                          order, self.phys, self.missing_table)
 
     def missing_table(self, pa: int) -> str:
@@ -145,10 +151,27 @@ class MinidumpBackend(Backend):
             raise self.fail(va, u.hard) from None
         return self.phys_to_offset(va, pa)
 
+    def kmap_run(self, va: int, size: int) -> Tuple[int, int]:
+        """``kvatop_run`` through ``self.pt``: the leaves that continue ``va``'s
+        physically, then the part of those pages that is contiguous in the file."""
+        try:
+            pa, span = self.pt.translate_run(va, size)
+        except Untranslatable as u:
+            raise self.fail(va, u.hard) from None
+        hit = self.index.span(pa, span if span < size else size)
+        if hit is None:
+            return self.phys_to_offset(va, pa)          # libkvm's error
+        return hit
+
     def kvatop(self, va: int) -> Tuple[int, int]:
         """Kernel map only (arm, i386); formats with a direct map override."""
         if va >= self.kernbase:
             return self.kmap_offset(va)
+        raise self.not_minidumped(va)
+
+    def kvatop_run(self, va: int, size: int) -> Tuple[int, int]:
+        if va >= self.kernbase:
+            return self.kmap_run(va, size)
         raise self.not_minidumped(va)
 
     def kmap_pages(self, dmapbase: Optional[int] = None) -> Iterator[KvmPage]:
@@ -199,13 +222,15 @@ class DirectMapMinidump(MinidumpBackend):
         if self.dmapbase <= va < self.dmapend and (self.dmap_first or va < self.kernbase):
             return self.dmap_run(va, va - self.dmapbase + self.dmapphys,
                                  min(size, self.dmapend - va))
-        return self.kvatop(va)
+        if va >= self.kernbase:
+            return self.kmap_run(va, size)
+        raise self.not_minidumped(va)
 
     @property
-    def direct_map(self) -> Optional[Tuple[int, int, int, Callable[[int], Optional[int]]]]:
+    def direct_map(self) -> Optional[DirectMap]:
         if not self.dmap_first and self.kernbase < self.dmapend:
             return None          # the kernel map wins over part of the direct map
-        return (self.dmapbase, self.dmapend, self.dmapphys, self.index.find)
+        return (self.dmapbase, self.dmapend, self.dmapphys, self.index.find, self.index.span)
 
     def walk_pages(self) -> Optional[Iterator[KvmPage]]:
         return self.kmap_pages(self.dmapbase)

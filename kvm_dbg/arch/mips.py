@@ -87,18 +87,22 @@ class MipsMinidump(MinidumpBackend):
                        errno=errno.EFAULT, address=va)
 
     def kvatop_run(self, va: int, size: int) -> Tuple[int, int]:
-        off, avail = self.kvatop(va)        # exact libkvm errors for the first page
+        page = va & ~0xFFF
         for start, end, mask in self.segments:
-            if start <= va < end and size > avail:
+            if start <= page < end:          # as kvatop: the page decides
                 pa = va & mask
-                avail = max(avail, self.index.run(pa, min(size, end - va, mask + 1 - pa)))
-        return off, avail
+                last = ((end - 1) | 0xFFF) + 1 - va
+                hit = self.index.span(pa, min(size, last, mask + 1 - pa))
+                return self.kvatop(va) if hit is None else hit   # kvatop: libkvm's error
+        if page >= self.kernbase:
+            return self.kmap_run(va, size)
+        return self.kvatop(va)
 
     @property
     def direct_map(self):
         """KSEG0 (the segment the kernel image and its variables live in)."""
         start, end, _mask = self.segments[-2]
-        return (start, end, 0, self.index.find)
+        return (start, end, 0, self.index.find, self.index.span)
 
 
 def _native(ident) -> bool:

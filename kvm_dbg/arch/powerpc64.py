@@ -166,7 +166,7 @@ class Powerpc64Minidump(MinidumpBackend):
                 return self.dmap_run(va, va - self.dmapbase, min(size, dm[1] - va))
             except KvmError:
                 pass                        # the exact libkvm error comes from kvatop
-        return self.kvatop(va)
+        return self.page_run(va, size)
 
     @property
     def direct_map(self):
@@ -174,7 +174,7 @@ class Powerpc64Minidump(MinidumpBackend):
         end = self.dmapend + 1
         if end <= self.dmapbase or self.dmapbase % (1 << (end - 1 - self.dmapbase).bit_length()):
             return None
-        return (self.dmapbase, end, 0, self.index.find)
+        return (self.dmapbase, end, 0, self.index.find, self.index.span)
 
     # -- radix ----------------------------------------------------------------
     def _radix_kvatop(self, va: int) -> Tuple[int, int]:
