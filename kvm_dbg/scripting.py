@@ -122,7 +122,7 @@ class LldbPython:
     def packages(self) -> str:
         """Debian's names for the packages that make the module importable."""
         v = self.version or "N"
-        return f"python3-lldb-{v} and liblldb-{v}-dev"
+        return f"python3-lldb-{v} liblldb-{v}-dev"
 
 
 def lldb_python(lldb_exe: Optional[str] = None) -> LldbPython:
