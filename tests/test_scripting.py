@@ -137,7 +137,7 @@ def test_shell_assignments_eval():
     text = scripting.shell_assignments(env)
     assert text.splitlines()[0].startswith("PYTHON=") and \
         text.splitlines()[1].startswith("PYTHONPATH=")
-    out = subprocess.run(["bash", "-c", f'eval "$1"; echo "$PYTHON"; '
+    out = subprocess.run(["bash", "-c", 'eval "$1"; echo "$PYTHON"; '
                           'sh -c \'echo "$PYTHONPATH"\'', "x", text],
                          capture_output=True, text=True, env={"PATH": os.environ["PATH"]})
     assert out.stdout.splitlines() == ["/usr/bin/python3.11", "/a b:/c'd"]

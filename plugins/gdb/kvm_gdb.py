@@ -137,6 +137,7 @@ def _open(arg: str, from_tty: bool) -> None:
             raise adapter.AdapterError(f"{req.core}: {adapter.one_line(e)}") from None
         # connected, but the stop frame failed (a thread without registers)
     _relocate(req.kernel, adapter.kerndisp(_query("kerndisp")))
+    _load_modules()
     for text in adapter.open_messages(_query):
         _print(text)
     try:
@@ -322,6 +323,26 @@ def _add_symbol_file(path: str, sections: Dict[str, int]) -> None:
         raise adapter.AdapterError(f"{path}: {adapter.one_line(e)}") from None
     _state["klds"].add(path)
     _print(out)
+
+
+def _load_modules() -> None:
+    """kvm-open: every module's symbols at kgdb's section addresses, one line
+    each (kvm_dbg.modload); a module without a file is one of the dump's
+    warnings, which kvm-open prints next."""
+    from kvm_dbg import modload
+    try:
+        loads = modload.to_load(modload.decode(_query(modload.QUERY)), _state["klds"])
+    except adapter.AdapterError as e:
+        _print(modload.query_failed_line(e))
+        return
+    for load in loads:
+        try:
+            gdb.execute(modload.gdb_command(load, _quote), to_string=True)
+        except gdb.error as e:
+            _print(modload.failed_line(load, "gdb", adapter.one_line(e)))
+            continue
+        _state["klds"].add(load.path)
+        _print(modload.loaded_line(load))
 
 
 def _drop_klds() -> None:

@@ -238,6 +238,7 @@ def _open(debugger: Any, args: List[str], out: List[str]) -> None:
         if not proc.IsValid() or not proc.GetNumThreads():
             raise AdapterError("the debugger could not connect to the server")
         _ensure_loaded(debugger, target, req.kernel, kerndisp(_query(debugger, "kerndisp")))
+        _load_modules(debugger, target, out)
         try:
             _load_unwind_module(debugger, target, req.kernel)
         except AdapterError as e:
@@ -328,6 +329,32 @@ def _kld(debugger: Any, args: List[str], out: List[str]) -> None:
         _run(debugger, f"target modules load --file {shlex.quote(load.path)} {pairs}", target)
         added[load.path] = module
         out.append(f"add symbol table from file \"{load.path}\" at 0x{load.address:x}")
+
+
+def _load_modules(debugger: Any, target: Any, out: List[str]) -> None:
+    """kvm-open: every module's symbols at kgdb's section addresses, one line
+    each (kvm_dbg.modload), before the unwind module (which then leaves their
+    pcs to lldb); a module without a file is one of the dump's warnings."""
+    from kvm_dbg import modload
+    added = _state.setdefault("klds", {})
+    try:
+        loads = modload.to_load(modload.decode(_query(debugger, modload.QUERY)), added)
+    except AdapterError as e:
+        out.append(modload.query_failed_line(e))
+        return
+    for load in loads:
+        module = target.AddModule(load.path, None, None)
+        try:
+            if not module.IsValid():
+                raise AdapterError("lldb does not read it as an object file")
+            _run(debugger, modload.lldb_command(load, shlex.quote), target)
+        except AdapterError as e:
+            if module.IsValid():
+                target.RemoveModule(module)
+            out.append(modload.failed_line(load, "lldb", e))
+            continue
+        added[load.path] = module
+        out.append(modload.loaded_line(load))
 
 
 def _switch(kind: str, usage: str) -> Callable[[Any, List[str], List[str]], None]:
