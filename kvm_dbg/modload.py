@@ -6,9 +6,8 @@ symbol file (found as kgdb does: kernel directory, ``linker_path``, under
 each section (:func:`kvm_dbg.adapter.kld_loads`), as JSON.  Computing it in
 the server records a warning there for each module without a usable file, so
 ``kvm-open`` prints those once, with the dump's other warnings.  Each
-adapter then adds the files it has not loaded yet with the commands built
-here and prints :func:`loaded_line` per module (or :func:`failed_line` when
-the debugger refuses a file).
+adapter gives :func:`load_modules` a function that adds one file (with the
+commands built here) and prints the lines it returns, one per module.
 """
 
 from __future__ import annotations
@@ -41,6 +40,27 @@ def decode(text: str) -> List[KldLoad]:
     except (ValueError, TypeError, KeyError) as e:
         raise AdapterError(f"unexpected {QUERY} answer ({type(e).__name__}: {e}): "
                            f"{text.strip()[:200]!r}") from None
+
+
+def load_modules(answer: Callable[[], str], loaded: Container[str],
+                 add: Callable[[KldLoad], None], debugger: str) -> List[str]:
+    """What kvm-open does: ``add(load)`` each module of the server's
+    ``answer()`` not in ``loaded``; the lines to print, one per module
+    (``add`` raises AdapterError when the debugger refuses the file).  A
+    failed query is one line too: the dump stays open."""
+    try:
+        loads = to_load(decode(answer()), loaded)
+    except AdapterError as e:
+        return [query_failed_line(e)]
+    lines: List[str] = []
+    for load in loads:
+        try:
+            add(load)
+        except AdapterError as e:
+            lines.append(failed_line(load, debugger, e))
+            continue
+        lines.append(loaded_line(load))
+    return lines
 
 
 def to_load(loads: List[KldLoad], loaded: Container[str]) -> List[KldLoad]:

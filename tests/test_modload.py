@@ -40,6 +40,30 @@ def test_to_load_skips_missing_unusable_loaded_and_repeated():
     assert [x.name for x in modload.to_load(LOADS, {"/m/a.ko.debug"})] == ["d.ko"]
 
 
+def test_load_modules_lines():
+    added = []
+
+    def add(load):
+        if load.name == "d.ko":
+            raise AdapterError("refused")
+        added.append(load.path)
+
+    lines = modload.load_modules(lambda: modload.encode(LOADS), set(), add, "gdb")
+    assert added == ["/m/a.ko.debug"]
+    assert lines == ["Loaded symbols for a.ko at 0x1000 from /m/a.ko.debug",
+                     "warning: klds: d.ko: gdb cannot load /m dir/d.ko: refused"]
+    assert modload.load_modules(lambda: modload.encode(LOADS), {"/m/a.ko.debug",
+                                                                "/m dir/d.ko"}, add, "x") == []
+
+    def broken():
+        raise AdapterError("cannot list kernel modules: bad page")
+
+    assert modload.load_modules(broken, set(), add, "lldb") == [
+        "warning: klds: module symbols not loaded: cannot list kernel modules: bad page"]
+    assert modload.load_modules(lambda: "E01", set(), add, "lldb")[0].startswith(
+        "warning: klds: module symbols not loaded: unexpected kld-loads answer")
+
+
 def test_debugger_commands():
     assert modload.gdb_command(LOADS[0], gdb_quote) == \
         'add-symbol-file "/m/a.ko.debug" 0x1000 -s .data 0x1040'

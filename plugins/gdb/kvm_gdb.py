@@ -330,19 +330,16 @@ def _load_modules() -> None:
     each (kvm_dbg.modload); a module without a file is one of the dump's
     warnings, which kvm-open prints next."""
     from kvm_dbg import modload
-    try:
-        loads = modload.to_load(modload.decode(_query(modload.QUERY)), _state["klds"])
-    except adapter.AdapterError as e:
-        _print(modload.query_failed_line(e))
-        return
-    for load in loads:
+
+    def add(load: Any) -> None:
         try:
             gdb.execute(modload.gdb_command(load, _quote), to_string=True)
         except gdb.error as e:
-            _print(modload.failed_line(load, "gdb", adapter.one_line(e)))
-            continue
+            raise adapter.AdapterError(adapter.one_line(e)) from None
         _state["klds"].add(load.path)
-        _print(modload.loaded_line(load))
+
+    for line in modload.load_modules(lambda: _query(modload.QUERY), _state["klds"], add, "gdb"):
+        _print(line)
 
 
 def _drop_klds() -> None:

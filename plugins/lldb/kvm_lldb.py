@@ -337,24 +337,20 @@ def _load_modules(debugger: Any, target: Any, out: List[str]) -> None:
     pcs to lldb); a module without a file is one of the dump's warnings."""
     from kvm_dbg import modload
     added = _state.setdefault("klds", {})
-    try:
-        loads = modload.to_load(modload.decode(_query(debugger, modload.QUERY)), added)
-    except AdapterError as e:
-        out.append(modload.query_failed_line(e))
-        return
-    for load in loads:
+
+    def add(load: Any) -> None:
         module = target.AddModule(load.path, None, None)
+        if not module.IsValid():
+            raise AdapterError("lldb does not read it as an object file")
         try:
-            if not module.IsValid():
-                raise AdapterError("lldb does not read it as an object file")
             _run(debugger, modload.lldb_command(load, shlex.quote), target)
-        except AdapterError as e:
-            if module.IsValid():
-                target.RemoveModule(module)
-            out.append(modload.failed_line(load, "lldb", e))
-            continue
+        except AdapterError:
+            target.RemoveModule(module)
+            raise
         added[load.path] = module
-        out.append(modload.loaded_line(load))
+
+    out.extend(modload.load_modules(lambda: _query(debugger, modload.QUERY), added, add,
+                                    "lldb"))
 
 
 def _switch(kind: str, usage: str) -> Callable[[Any, List[str], List[str]], None]:
