@@ -11,6 +11,7 @@ the crashed thread.  The docs embed the example files verbatim (checked here).
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import re
 import shutil
@@ -176,3 +177,141 @@ def test_docs_embed_the_tested_scripts(doc, script):
     section = text.split("\n## Scripts\n", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
     assert script.read_text() in blocks, f"docs/{doc} must show {script.name} verbatim"
+
+
+# -- the API itself: options, messages, registers, errors ---------------------------
+
+LLDB_API = r'''
+import io, json, sys
+import lldb
+from kvm_dbg.scripting import ScriptError, lldb_plugin
+kernel, core, sysroot = sys.argv[1:4]
+debugger = lldb.SBDebugger.Create()
+debugger.SetAsync(False)
+kvm_lldb = lldb_plugin(debugger)
+out = {}
+try:
+    kvm_lldb.open_dump(debugger, kernel, core, sysrot=sysroot)
+except TypeError as e:
+    out["typeerror"] = str(e)
+messages = io.StringIO()
+process = kvm_lldb.open_dump(debugger, kernel, core, out=messages, sysroot=sysroot or None)
+out["type"] = type(process).__name__
+out["messages"] = messages.getvalue()
+out["nthreads"] = process.GetNumThreads()
+frame = process.GetSelectedThread().GetFrameAtIndex(0)
+out["regs"] = {r.GetName(): r.GetValue() for regs in frame.GetRegisters() for r in regs}
+out["kvm_threads"] = len(kvm_lldb.kvm().threads())
+try:
+    kvm_lldb.open_dump(debugger, kernel, core, out=messages)
+except ScriptError as e:
+    out["again"] = str(e)
+kvm_lldb.close_dump(debugger, out=messages)
+try:
+    kvm_lldb.close_dump(debugger)
+except ScriptError as e:
+    out["closed"] = str(e)
+print(json.dumps(out))
+'''
+
+GDB_API = r'''
+import io, json
+import gdb
+import kvm_gdb
+from kvm_dbg.scripting import ScriptError
+kernel, core, sysroot, regs = ARGS
+out = {}
+try:
+    kvm_gdb.open_dump(kernel, core, sysrot=sysroot)
+except TypeError as e:
+    out["typeerror"] = str(e)
+messages = io.StringIO()
+inferior = kvm_gdb.open_dump(kernel, core, out=messages, sysroot=sysroot or None)
+out["same"] = inferior == gdb.selected_inferior() and inferior.pid != 0
+out["messages"] = messages.getvalue()
+out["nthreads"] = len(inferior.threads())
+frame = gdb.selected_frame()
+out["regs"] = {r: "0x%016x" % (int(frame.read_register(r)) & (2**64 - 1)) for r in regs}
+out["kvm_threads"] = len(kvm_gdb.kvm().threads())
+try:
+    kvm_gdb.open_dump(kernel, core, out=messages)
+except ScriptError as e:
+    out["again"] = str(e)
+kvm_gdb.close_dump(out=messages)
+try:
+    kvm_gdb.close_dump()
+except ScriptError as e:
+    out["closed"] = str(e)
+print("JSON " + json.dumps(out))
+'''
+
+
+def _api_lldb(env, tmp_path, kernel, core, sysroot=""):
+    prog = tmp_path / "api_lldb.py"
+    prog.write_text(LLDB_API)
+    r = subprocess.run([env["PYTHON"], str(prog), kernel, core, sysroot], capture_output=True,
+                       text=True, env=env, timeout=TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.splitlines()[-1])
+
+
+def _api_gdb(tmp_path, arch, kernel, core, sysroot="", regs=()):
+    prog = tmp_path / "api_gdb.py"
+    prog.write_text(f"ARGS = {[kernel, core, sysroot, list(regs)]!r}\n" + GDB_API)
+    env = {"PATH": "/usr/bin:" + os.environ["PATH"], "HOME": os.environ.get("HOME", "/")}
+    r = subprocess.run([_gdb(arch), "-nx", "-batch", "-x", str(GDB_PLUGIN), "-x", str(prog)],
+                       capture_output=True, text=True, env=env, timeout=TIMEOUT,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    line = [ln for ln in r.stdout.splitlines() if ln.startswith("JSON ")]
+    assert len(line) == 1 and r.stdout.strip() == line[0], r.stdout   # nothing else on stdout
+    return json.loads(line[0][5:])
+
+
+def _check_api(doc, core, nthreads):
+    assert doc["typeerror"].startswith("open_dump() got an unexpected keyword argument 'sysrot'")
+    assert doc["nthreads"] == doc["kvm_threads"] == nthreads
+    assert doc["again"] == f"kvm-open: {core}: a dump is already open ({core}); " \
+        "kvm-close first", doc["again"]
+    assert doc["closed"] == "kvm-close: no dump is open"
+
+
+@pytest.mark.parametrize("debugger", ["lldb", "gdb"])
+def test_open_dump_api_registers(real_dump_factory, lldb_env, tmp_path, debugger):  # noqa: F811
+    """The returned process/inferior is the dump: the crashed thread's registers."""
+    dump = real_dump_factory("vmcore-amd64-minidump")
+    want = dump.expected["threads"]["0"]["registers"]
+    if debugger == "lldb":
+        doc = _api_lldb(lldb_env, tmp_path, dump.kernel, dump.core)
+        assert doc["type"] == "SBProcess"
+    else:
+        doc = _api_gdb(tmp_path, "amd64", dump.kernel, dump.core, regs=sorted(want))
+        assert doc["same"] is True
+    _check_api(doc, dump.core, dump.expected["numthread"])
+    assert {r: int(doc["regs"][r], 16) for r in want} == {r: int(v, 16) for r, v in want.items()}
+    stop = "* thread #1, name = '(pid 800) sysctl (crashed)', stop reason = signal SIGTRAP" \
+        if debugger == "lldb" else "#0  0xffffffff80c09ade in ?? ()"
+    assert stop in doc["messages"].splitlines(), doc["messages"]
+
+
+@pytest.mark.parametrize("debugger", ["lldb", "gdb"])
+def test_open_dump_api_sysroot_modules(lldb_env, tmp_path, debugger):
+    """Options reach kvm-open: --sysroot finds a module in its /usr/lib/debug mirror,
+    and what kvm-open prints lands in ``out``."""
+    from fixturegen import build
+    from fixturegen.kernelstate import default_spec
+    from test_kld_layout import MODULES, write_ko
+    fx = build("amd64", "minidump", 3, str(tmp_path / "k"),
+               kstate=default_spec("amd64", klds=MODULES))
+    root = tmp_path / "root"
+    (root / "usr/lib/debug/boot/modules").mkdir(parents=True)
+    ko = write_ko(root / "usr/lib/debug/boot/modules/kvmtest.ko.debug")
+    base = {k.name: k.address for k in fx.manifest.kstate.klds}["kvmtest.ko"]
+    if debugger == "lldb":
+        doc = _api_lldb(lldb_env, tmp_path, fx.kernel_path, fx.core_path, str(root))
+    else:
+        doc = _api_gdb(tmp_path, "amd64", fx.kernel_path, fx.core_path, str(root))
+    _check_api(doc, fx.core_path, len(fx.manifest.kstate.threads))
+    assert f"Loaded symbols for kvmtest.ko at 0x{base:x} from {ko}\n" in doc["messages"]
+    assert doc["messages"].count("warning: klds: absent.ko: no symbol file found") == 1
+    assert "panic: page fault" in doc["messages"]
