@@ -476,6 +476,7 @@ def close_dump(debugger: Any, out: Any = None) -> None:
 
 
 def _script_command(debugger: Any, name: str, args: str, out: Any) -> None:
+    """Run kvm-* command NAME as lldb would (its class, no command line)."""
     from kvm_dbg import scripting
     cls = next(c for c in COMMANDS if c.name == name)
     result = lldb.SBCommandReturnObject()
