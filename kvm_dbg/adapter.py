@@ -255,8 +255,13 @@ def kld_loads(kvm: Any, name: Optional[str] = None,
             raise AdapterError(f"{name}: Unable to find kld in kernel")
         if mods[0].error:
             raise AdapterError(mods[0].error.splitlines()[0])
-    return [KldLoad(m.name, m.address, None if m.error else m.file, m.sections,
-                    m.error.splitlines()[0] if m.error else None) for m in mods]
+    return [kld_load(m) for m in mods]
+
+
+def kld_load(m: Any) -> KldLoad:
+    """The KldLoad of a ``kvm_dbg.kstate.klds.ModuleFile``."""
+    return KldLoad(m.name, m.address, None if m.error else m.file, m.sections,
+                   m.error.splitlines()[0] if m.error else None)
 
 
 def close_dump(state: Dict[str, Any]) -> None:

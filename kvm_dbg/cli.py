@@ -36,6 +36,7 @@ EXAMPLES = """examples:
   kvm-dbg serve kernel vmcore.0 --listen 127.0.0.1:2345
   kvm-dbg crashinfo kernel.debug vmcore.0 -o core.txt.0   # crashinfo(8) on any host
   kvm-dbg drgn kernel.debug vmcore.0                 # drgn shell (pip install 'kvm-dbg[drgn]')
+  eval "$(kvm-dbg env --lldb)"; "$PYTHON" my_lldb_script.py   # a standalone lldb program
 """
 
 
@@ -308,6 +309,13 @@ def cmd_lldb(args) -> Any:
     _exec_debugger(lldb_argv(kernel, core, args.extra, _option_words(args)))
 
 
+def cmd_env(args) -> Any:
+    """Shell assignments for a standalone lldb SB API program (kvm_dbg.scripting)."""
+    from .scripting import lldb_env, shell_assignments
+    print(shell_assignments(lldb_env()))
+    raise SystemExit(0)
+
+
 # -- text rendering ------------------------------------------------------------------
 
 def _hexdump(addr: int, data: bytes) -> str:
@@ -496,6 +504,15 @@ def build_parser() -> argparse.ArgumentParser:
         s = add(name, f"start {name} with the plugin loaded and the dump open "
                 "(extra arguments after -- go to the debugger)", func, report_=False)
         s.add_argument("paths", nargs="*", metavar="[KERNEL] CORE")
+    s = sub.add_parser("env", help="print the environment a standalone debugger script needs "
+                       "(eval \"$(kvm-dbg env --lldb)\")",
+                       description="Print PYTHON=... (an interpreter that imports lldb's Python "
+                       "module) and PYTHONPATH=... (lldb's module, kvm_dbg, pyelftools) for an "
+                       "lldb SB API program: eval \"$(kvm-dbg env --lldb)\"; \"$PYTHON\" "
+                       "script.py.  See docs/lldb.md, Scripts.")
+    s.add_argument("--lldb", action="store_true", required=True,
+                   help="for a Python program that imports lldb")
+    s.set_defaults(func=cmd_env, many=False, many_output=False, extra=[])
     return p
 
 

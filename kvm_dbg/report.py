@@ -132,7 +132,9 @@ def klds(kd: Kvm) -> Dict[str, Any]:
         m = files.get((k.name, k.address))
         rows.append({"name": k.name, "path": k.path, "address": f"0x{k.address:x}",
                      "size": k.size, "file": m.file if m is not None else None,
-                     "file_error": m.error if m is not None else None})
+                     "file_error": m.error if m is not None else None,
+                     "found_in": m.where if m is not None else None,
+                     "searched": list(m.searched) if m is not None else []})
     return {"klds": rows, "warnings": warnings(kd)}
 
 
@@ -204,13 +206,26 @@ def text_procs(rows: List[Dict[str, Any]]) -> str:
 
 def text_klds(rows: List[Dict[str, Any]]) -> str:
     """The module table (``kvm-dbg kld``, ``kvm-kld``), with the symbol file
-    found for each module or why there is none."""
+    found for each module and where, or why there is none."""
     out = [f"{'ADDRESS':>18} {'SIZE':>10}  NAME  PATH  SYMBOL FILE"]
     for k in rows:
         size = "-" if k["size"] is None else f"0x{k['size']:x}"
-        found = k.get("file") or ("(none: " + (k.get("file_error") or "not looked for") + ")")
-        out.append(f"{k['address']:>18} {size:>10}  {k['name']}  {k['path'] or '-'}  {found}")
+        out.append(f"{k['address']:>18} {size:>10}  {k['name']}  {k['path'] or '-'}  "
+                   f"{_symbol_file(k)}")
     return "\n".join(out)
+
+
+def _symbol_file(row: Dict[str, Any]) -> str:
+    """``FILE (from WHERE)``, ``(unusable: WHY; from WHERE)`` or ``(none: WHY;
+    looked in DIRS)`` for a row of :func:`klds`."""
+    file, error, where = row.get("file"), row.get("file_error"), row.get("found_in")
+    if file and not error:
+        return f"{file} (from {where})" if where else file
+    if file:
+        return f"(unusable: {error}; from {where})" if where else f"(unusable: {error})"
+    searched = row.get("searched") or []
+    looked = f"; looked in {', '.join(searched)}" if searched else ""
+    return f"(none: {error or 'not looked for'}{looked})"
 
 
 def text_warnings(items: List[str]) -> str:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install what kvm_dbg needs on Debian 12 (idempotent): debuggers, yaml2obj,
+# Install what kvm_dbg needs on Debian 12 (idempotent): debuggers (liblldb-16-dev:
+# lldb's Python module links to its liblldb.so, for standalone SB API programs), yaml2obj,
 # pyelftools, zstandard, cryptography and tqdm for the debuggers' own Python
 # (compressed and encrypted dumps opened from gdb/lldb), the zstd CLI (the
 # decompression benchmark's reference), gcc/binutils and the Debian cross
@@ -8,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PKGS=(gdb gdb-multiarch lldb-16 python3-lldb-16 python3-pyelftools llvm bzip2 python3-venv
+APT_PKGS=(gdb gdb-multiarch lldb-16 python3-lldb-16 liblldb-16-dev python3-pyelftools llvm bzip2 python3-venv
           gcc binutils zstd gzip python3-zstandard python3-cryptography python3-tqdm
           gcc-i686-linux-gnu gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf
           gcc-riscv64-linux-gnu gcc-powerpc64-linux-gnu gcc-mips-linux-gnu)

@@ -1,4 +1,7 @@
-"""kvm-kld in a real gdb: module symbols land where kgdb would put them."""
+"""Kernel modules in a real gdb: kvm-open loads every module file it finds (and
+warns once per module without one), module symbols land where kgdb would put
+them, kvm-kld lists where each file came from, kvm-kld load adds a file that
+appeared later."""
 
 from __future__ import annotations
 
@@ -40,20 +43,21 @@ def _symbols(path: str) -> dict:
 
 @pytest.fixture(scope="module")
 def kld_session(tmp_path_factory):
-    """(dump, dir, gcc module or None): MODULES plus a gcc-built kvmgcc.ko with DWARF."""
+    """(dump, dir, gcc module): MODULES plus kvmgcc.ko, a gcc-built module with
+    DWARF next to the kernel; kvmtest.ko.debug is written by the test, after
+    kvm-open (a module file that does not exist when the dump is opened)."""
     if not _gdb_for("amd64"):
-        pytest.skip("no gdb")
-    d = tmp_path_factory.mktemp("gdbkld")
+        pytest.fail("no gdb (bootstrap installs it)")
     gcc = shutil.which("gcc") or shutil.which("cc")
-    mods = list(MODULES) + ([KldSpec("kvmgcc.ko", "/boot/modules/kvmgcc.ko")] if gcc else [])
+    if not gcc:
+        pytest.fail("no gcc (bootstrap installs it)")
+    d = tmp_path_factory.mktemp("gdbkld")
+    mods = list(MODULES) + [KldSpec("kvmgcc.ko", "/boot/modules/kvmgcc.ko")]
     fx = build("amd64", "minidump", 3, str(d), kstate=default_spec("amd64", klds=mods))
-    write_ko(d / "kvmtest.ko.debug")
-    ko = None
-    if gcc:
-        (d / "kvmgcc.c").write_text(GCC_SOURCE)
-        ko = d / "kvmgcc.ko"
-        subprocess.run([gcc, "-c", "-g", "-O0", "-fno-pic", "-o", str(ko), str(d / "kvmgcc.c")],
-                       check=True)
+    (d / "kvmgcc.c").write_text(GCC_SOURCE)
+    ko = d / "kvmgcc.ko"
+    subprocess.run([gcc, "-c", "-g", "-O0", "-fno-pic", "-o", str(ko), str(d / "kvmgcc.c")],
+                   check=True)
     return fx, d, ko
 
 
@@ -63,21 +67,45 @@ def _addr(out: str) -> int:
     return int(m.group(0), 16)
 
 
-def test_kvm_kld_load(kld_session):
+def test_kvm_open_loads_modules(kld_session):
     fx, d, gcc_ko = kld_session
     base = {k.name: k.address for k in fx.manifest.kstate.klds}
     g = Gdb(_gdb_for("amd64"))
     try:
         out = g.cmd("kvm-kld load")
         assert out.strip().startswith("kvm-kld: no dump is open"), out
+        # kvm-open: a line per module loaded, a warning per module without a file, once
         out = g.cmd(f"kvm-open {fx.kernel_path} {fx.core_path}")
         assert "kvm-open:" not in out and "Traceback" not in out, out
+        loaded = [ln for ln in out.splitlines() if ln.startswith("Loaded symbols for ")]
+        assert loaded == [f"Loaded symbols for kvmgcc.ko at 0x{base['kvmgcc.ko']:x} "
+                          f"from {gcc_ko}"], out
+        for name in ("kvmtest.ko", "absent.ko", "other.ko"):
+            assert out.count(f"warning: klds: {name}: no symbol file found") == 1, out
+        assert out.count("warning:") == 3, out
+        assert out.index("Loaded symbols") < out.index("panic: page fault") < \
+            out.index("warning: klds")
+        # the gcc module's symbols and DWARF, without any kvm-kld load
+        secs = section_addresses(str(gcc_ko), base["kvmgcc.ko"])
+        for sym, (sec, value) in _symbols(str(gcc_ko)).items():
+            out = g.cmd(f"print &{sym}")
+            assert _addr(out) == secs[sec] + value, (sym, sec, out)
+            assert f"<{sym}>" in out, out
+        assert "int (int)" in g.cmd("ptype kvmgcc_fn")     # from the module's DWARF
+        assert secs[".bss"] % 64 == 0
+
+        # kvm-kld: each module, its file and where it was found, or why not
         listing = g.cmd("kvm-kld")
         for name in base:
             assert f"0x{base[name]:x}" in listing and name in listing, listing
+        row = next(ln for ln in listing.splitlines() if "kvmgcc.ko" in ln)
+        assert row.endswith(f"{gcc_ko} (from the kernel's directory)"), row
+        row = next(ln for ln in listing.splitlines() if "absent.ko" in ln)
+        assert f"(none: absent.ko: Unable to locate kld; looked in {d}, " in row, row
         assert g.cmd("kvm-kld unload").strip() == "kvm-kld: usage: kvm-kld [load [NAME|all]]"
 
-        # one module: kgdb's message, then symbols at section address + offset
+        # a file that appears after kvm-open: kvm-kld load adds it, kgdb's way
+        write_ko(d / "kvmtest.ko.debug")
         out = g.cmd("kvm-kld load kvmtest")
         assert f'add symbol table from file "{d / "kvmtest.ko.debug"}" at' in out, out
         t = base["kvmtest.ko"]
@@ -96,22 +124,17 @@ def test_kvm_kld_load(kld_session):
         assert g.cmd("kvm-kld load nope").strip() == \
             "kvm-kld: nope: Unable to find kld in kernel"
 
-        # all: the others report one line each; the gcc module gets its DWARF symbols
+        # all: the others report one line each; kvm-open's are already loaded
         out = g.cmd("kvm-kld load all")
         assert "kvm-kld: absent.ko: Unable to locate kld" in out
         assert "kvm-kld: other.ko: Unable to locate kld" in out
         assert "Traceback" not in out and "kvmtest.ko: symbols already loaded" in out, out
-        if gcc_ko is not None:
-            secs = section_addresses(str(gcc_ko), base["kvmgcc.ko"])
-            for sym, (sec, value) in _symbols(str(gcc_ko)).items():
-                out = g.cmd(f"print &{sym}")
-                assert _addr(out) == secs[sec] + value, (sym, sec, out)
-                assert f"<{sym}>" in out, out
-            assert "int (int)" in g.cmd("ptype kvmgcc_fn")     # from the module's DWARF
-            assert secs[".bss"] % 64 == 0
+        assert f"kvmgcc.ko: symbols already loaded from {gcc_ko}" in out, out
 
-        # kvm-close forgets them
+        # kvm-close forgets them, those of kvm-open included
         g.cmd("kvm-close")
         assert "No symbol" in g.cmd("info address kvmtest_var")
+        assert "No symbol" in g.cmd("info address kvmgcc_counter")
     finally:
         g.quit()
+        (d / "kvmtest.ko.debug").unlink(missing_ok=True)

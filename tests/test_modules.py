@@ -89,11 +89,18 @@ def test_cli_kld_lists_files(sysroot_dump):
            fx.kernel_path, fx.core_path]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
     line = next(x for x in out.splitlines() if "kvmtest.ko" in x)
-    assert line.endswith(str(dbg))
-    assert "(none: absent.ko: Unable to locate kld)" in out
+    mirror = "the /usr/lib/debug mirror of module path /boot/modules under the sysroot"
+    assert line.endswith(f"{dbg} (from {mirror})"), line
+    line = next(x for x in out.splitlines() if "absent.ko" in x)
+    kdir = os.path.dirname(fx.kernel_path)
+    assert line.endswith(f"(none: absent.ko: Unable to locate kld; looked in {kdir}, "
+                         f"{root}/usr/lib/debug/boot/kernel, {root}/boot/kernel, "
+                         f"{root}/usr/lib/debug/boot/modules, {root}/boot/modules)"), line
     rows = json.loads(subprocess.run(cmd + ["--json"], capture_output=True, text=True,
                                      env=env, check=True).stdout)["klds"]
     assert rows[0]["file"] == str(dbg) and rows[1]["file"] is None
+    assert rows[0]["found_in"] == mirror and rows[1]["found_in"] is None
+    assert rows[1]["searched"][-1] == f"{root}/boot/modules"
 
 
 def test_parse_open_args_options(tmp_path):

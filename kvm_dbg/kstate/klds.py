@@ -76,35 +76,57 @@ def _rooted(sysroot: Optional[str], path: str) -> str:
     return os.path.join(sysroot, path.lstrip("/"))
 
 
+def search_places(kernel: Optional[str] = None, module_dirs: Sequence[str] = (),
+                  sysroot: Optional[str] = None) -> List[Tuple[str, str]]:
+    """Where a module's file is looked for, in order, each with what it is:
+    the kernel's directory, then each ``linker_path`` directory of the
+    crashed machine under the sysroot's ``/usr/lib/debug`` mirror, then under
+    the sysroot itself."""
+    under = " under the sysroot" if sysroot and sysroot != "/" else ""
+    places = [(os.path.dirname(os.path.abspath(kernel)), "the kernel's directory")] \
+        if kernel else []
+    for d in module_dirs:
+        places += [(_rooted(sysroot, os.path.join("/usr/lib/debug", d.lstrip("/"))),
+                    f"the /usr/lib/debug mirror of module path {d}{under}"),
+                   (_rooted(sysroot, d), f"module path {d}{under}")]
+    seen: Dict[str, str] = {}
+    for d, label in places:
+        seen.setdefault(d, label)
+    return list(seen.items())
+
+
 def search_dirs(kernel: Optional[str] = None, module_dirs: Sequence[str] = (),
                 sysroot: Optional[str] = None) -> List[str]:
-    """Where a module's file is looked for, in order: the kernel's directory,
-    then each ``linker_path`` directory of the crashed machine under the
-    sysroot's ``/usr/lib/debug`` mirror, then under the sysroot itself."""
-    dirs = [os.path.dirname(os.path.abspath(kernel))] if kernel else []
-    for d in module_dirs:
-        dirs += [_rooted(sysroot, os.path.join("/usr/lib/debug", d.lstrip("/"))),
-                 _rooted(sysroot, d)]
-    return list(dict.fromkeys(dirs))
+    """The directories of :func:`search_places`, in order."""
+    return [d for d, _label in search_places(kernel, module_dirs, sysroot)]
+
+
+def locate_kld_file(filename: str, kernel: Optional[str] = None,
+                    module_dirs: Sequence[str] = (), pathname: Optional[str] = None,
+                    sysroot: Optional[str] = None) -> Optional[Tuple[str, str]]:
+    """kgdb's search over :func:`search_places`: in each directory ``.debug``,
+    ``.symbols``, then the bare name; then ``pathname`` (under the sysroot) if
+    that file exists.  (file, where it was found), or None."""
+    base = os.path.basename(filename)
+    for d, label in search_places(kernel, module_dirs, sysroot):
+        for suffix in SUFFIXES:
+            cand = os.path.join(d, base + suffix)
+            if os.path.isfile(cand):
+                return cand, label
+    if pathname:
+        cand = _rooted(sysroot, pathname)
+        if os.path.isfile(cand):
+            return cand, "the module's path recorded in the dump" + (
+                " under the sysroot" if sysroot and sysroot != "/" else "")
+    return None
 
 
 def find_kld_file(filename: str, kernel: Optional[str] = None,
                   module_dirs: Sequence[str] = (), pathname: Optional[str] = None,
                   sysroot: Optional[str] = None) -> Optional[str]:
-    """kgdb's search over :func:`search_dirs`: in each directory ``.debug``,
-    ``.symbols``, then the bare name.  Falls back to ``pathname`` (under the
-    sysroot) if that file exists; None if nothing is found."""
-    base = os.path.basename(filename)
-    for d in search_dirs(kernel, module_dirs, sysroot):
-        for suffix in SUFFIXES:
-            cand = os.path.join(d, base + suffix)
-            if os.path.isfile(cand):
-                return cand
-    if pathname:
-        cand = _rooted(sysroot, pathname)
-        if os.path.isfile(cand):
-            return cand
-    return None
+    """The file :func:`locate_kld_file` finds, or None."""
+    hit = locate_kld_file(filename, kernel, module_dirs, pathname, sysroot)
+    return hit[0] if hit else None
 
 
 def _sysroot(kvm: Any) -> Optional[str]:
@@ -187,7 +209,9 @@ def kld_sections(kvm: Any, kld: Kld) -> Tuple[str, Dict[str, int]]:
 class ModuleFile:
     """A loaded module and its symbol file: ``file`` (None if not found, then
     ``error`` says why), ``sections`` ({name: load address}, kgdb's layout),
-    ``searched`` (the directories looked in, in order)."""
+    ``searched`` (the directories looked in, in order), ``where`` (which of
+    them held ``file``, e.g. ``module path /boot/modules``: see
+    :func:`search_places`)."""
 
     name: str
     address: int
@@ -196,6 +220,7 @@ class ModuleFile:
     sections: Dict[str, int]
     error: Optional[str] = None
     searched: Tuple[str, ...] = ()
+    where: Optional[str] = None
 
 
 def module_files(kvm: Any, sysroot: Optional[str] = None) -> List[ModuleFile]:
@@ -208,17 +233,18 @@ def module_files(kvm: Any, sysroot: Optional[str] = None) -> List[ModuleFile]:
     dirs = tuple(search_dirs(kpath, mdirs, root))
     out = []
     for k in klds(kvm):
-        path = find_kld_file(k.name, kpath, mdirs, k.path, root)
-        if path is None:
+        hit = locate_kld_file(k.name, kpath, mdirs, k.path, root)
+        if hit is None:
             out.append(ModuleFile(k.name, k.address, k.path, None, {},
                                   f"{k.name}: Unable to locate kld", dirs))
             continue
+        path, where = hit
         try:
             secs = section_addresses(path, k.address)
         except KvmError as e:
-            out.append(ModuleFile(k.name, k.address, k.path, path, {}, str(e), dirs))
+            out.append(ModuleFile(k.name, k.address, k.path, path, {}, str(e), dirs, where))
             continue
-        out.append(ModuleFile(k.name, k.address, k.path, path, secs, None, dirs))
+        out.append(ModuleFile(k.name, k.address, k.path, path, secs, None, dirs, where))
     return out
 
 

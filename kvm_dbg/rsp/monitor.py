@@ -23,7 +23,9 @@ HELP = """kvm_dbg monitor commands:
   unread        the unread portion of the message buffer (as kgdb prints it)
   panic         the panic string
   kerndisp      how far the kernel runs from its link address (kvm_kerndisp)
-  kld           loaded kernel modules
+  kld           loaded kernel modules, with the symbol file found for each
+  kld-loads     the same as JSON with each file's section addresses (what the
+                debuggers load on kvm-open; kvm_dbg.modload)
   crashinfo     crashinfo(8)'s report (core.txt); drgn in the server's Python
                 gives the vmstat/pstat/config/ddb sections
   proc PID|ADDR the thread id of a process's first thread
@@ -119,6 +121,16 @@ def cmd_kld(target: Target, _args: List[str]) -> str:
     return _lines(report.text_klds(rows))
 
 
+def cmd_kld_loads(target: Target, _args: List[str]) -> str:
+    """kvm_dbg.modload's JSON: each module's file and section addresses, from
+    the descriptor's module table (a module without a usable file is one of
+    the dump's warnings)."""
+    from ..adapter import kld_load
+    from ..modload import encode
+    mods = _reading("list kernel modules", target.kvm.modules)
+    return encode([kld_load(m) for m in mods])
+
+
 def cmd_crashinfo(target: Target, args: List[str]) -> str:
     """crashinfo's core.txt, made in this server (kvm_dbg.crashinfo)."""
     import sys
@@ -211,8 +223,8 @@ def _private_dir() -> str:
 COMMANDS: Dict[str, Callable[[Target, List[str]], str]] = {
     "info": cmd_info, "warnings": cmd_warnings, "ps": cmd_ps, "threads": cmd_threads,
     "dmesg": cmd_dmesg, "unread": cmd_unread, "panic": cmd_panic, "kerndisp": cmd_kerndisp,
-    "kld": cmd_kld, "proc": cmd_proc, "tid": cmd_tid, "crashinfo": cmd_crashinfo,
-    "unwind-elf": cmd_unwind_elf, "help": lambda _t, _a: HELP,
+    "kld": cmd_kld, "kld-loads": cmd_kld_loads, "proc": cmd_proc, "tid": cmd_tid,
+    "crashinfo": cmd_crashinfo, "unwind-elf": cmd_unwind_elf, "help": lambda _t, _a: HELP,
 }
 
 

@@ -12,7 +12,8 @@ as kgdb does).  Symbols come from gdb only (the server gets
 --no-elf-symbols).  A frame unwinder applies kvm_dbg's frame-pointer and
 trap-frame rules where gdb has no DWARF for a frame.  From gdb's ``python``
 prompt, ``kvm_gdb.kvm()`` returns a read-only ``kvm_dbg.Kvm`` on the same
-dump for scripting.
+dump for scripting; a ``gdb -batch -x`` script opens a dump with
+``kvm_gdb.open_dump`` (docs/gdb.md, Scripts).
 
 Finding kvm_dbg: see plugins/kvm_path.py.  $KVM_DBG_PYTHON picks the
 interpreter that runs the server.
@@ -136,6 +137,7 @@ def _open(arg: str, from_tty: bool) -> None:
             raise adapter.AdapterError(f"{req.core}: {adapter.one_line(e)}") from None
         # connected, but the stop frame failed (a thread without registers)
     _relocate(req.kernel, adapter.kerndisp(_query("kerndisp")))
+    _load_modules()
     for text in adapter.open_messages(_query):
         _print(text)
     try:
@@ -323,6 +325,23 @@ def _add_symbol_file(path: str, sections: Dict[str, int]) -> None:
     _print(out)
 
 
+def _load_modules() -> None:
+    """kvm-open: every module's symbols at kgdb's section addresses, one line
+    each (kvm_dbg.modload); a module without a file is one of the dump's
+    warnings, which kvm-open prints next."""
+    from kvm_dbg import modload
+
+    def add(load: Any) -> None:
+        try:
+            gdb.execute(modload.gdb_command(load, _quote), to_string=True)
+        except gdb.error as e:
+            raise adapter.AdapterError(adapter.one_line(e)) from None
+        _state["klds"].add(load.path)
+
+    for line in modload.load_modules(lambda: _query(modload.QUERY), _state["klds"], add, "gdb"):
+        _print(line)
+
+
 def _drop_klds() -> None:
     """Forget the module symbol files kvm-kld added (at kvm-close)."""
     paths, _state["klds"] = _state["klds"], set()
@@ -504,6 +523,45 @@ def kvm() -> Any:
     if _state["kvm"] is None:  # same resolver as the server: gdb's symbols
         _state["kvm"] = adapter.open_descriptor(server)
     return _state["kvm"]
+
+
+def open_dump(kernel: Optional[str], core: str, out: Any = None, **options: Any) -> Any:
+    """``kvm-open`` from a gdb Python script: the ``gdb.Inferior`` on the dump,
+    which is left selected.
+
+    Options: ``writable``, ``key``, ``dumpkey``, ``cache_dir``, ``sysroot`` (as
+    ``kvm_dbg.open``); KERNEL None means the file gdb has loaded.  What the
+    command prints goes to the text stream ``out`` (default sys.stderr); a
+    failure raises ``kvm_dbg.scripting.ScriptError`` with the line it prints."""
+    from kvm_dbg import scripting
+    _script_command("kvm-open " + scripting.open_command_args(kernel, core, **options), out)
+    return gdb.selected_inferior()
+
+
+def close_dump(out: Any = None) -> None:
+    """``kvm-close`` from a gdb Python script (ScriptError if no dump is open)."""
+    _script_command("kvm-close", out)
+
+
+def _script_command(line: str, out: Any) -> None:
+    """Run LINE capturing its output; gdb >= 12 also keeps the stop that
+    ``target remote`` reports (which to_string cannot capture) off stdout."""
+    from kvm_dbg import scripting
+    register()
+    try:
+        quiet = gdb.parameter("suppress-cli-notifications")
+        gdb.execute("set suppress-cli-notifications on", to_string=True)
+    except (gdb.error, RuntimeError):        # gdb < 12: no such setting
+        quiet = None
+    try:
+        text = gdb.execute(line, to_string=True)
+    except gdb.error as e:
+        raise scripting.ScriptError(scripting.command_error(str(e), line.split()[0])) from None
+    finally:
+        if quiet is not None:
+            gdb.execute(f"set suppress-cli-notifications {'on' if quiet else 'off'}",
+                        to_string=True)
+    scripting.show(text, out)
 
 
 def _on_exit(*_args: Any) -> None:

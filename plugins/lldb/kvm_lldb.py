@@ -8,7 +8,9 @@ process that lldb talks to with ``process connect`` (gdb-remote).  Commands:
 kvm-open, kvm-close, kvm-info, kvm-ps, kvm-dmesg, kvm-crashinfo, kvm-proc, kvm-tid,
 kvm-kld.
 From lldb's ``script`` prompt or a ``command script`` file,
-``kvm_lldb.kvm()`` returns a read-only ``kvm_dbg.Kvm`` on the same dump.
+``kvm_lldb.kvm()`` returns a read-only ``kvm_dbg.Kvm`` on the same dump;
+an SB API program opens a dump with ``kvm_lldb.open_dump`` (docs/lldb.md,
+Scripts).
 
 Finding kvm_dbg: see plugins/kvm_path.py.  $KVM_DBG_PYTHON picks the
 interpreter that runs the server.
@@ -236,6 +238,7 @@ def _open(debugger: Any, args: List[str], out: List[str]) -> None:
         if not proc.IsValid() or not proc.GetNumThreads():
             raise AdapterError("the debugger could not connect to the server")
         _ensure_loaded(debugger, target, req.kernel, kerndisp(_query(debugger, "kerndisp")))
+        _load_modules(debugger, target, out)
         try:
             _load_unwind_module(debugger, target, req.kernel)
         except AdapterError as e:
@@ -326,6 +329,28 @@ def _kld(debugger: Any, args: List[str], out: List[str]) -> None:
         _run(debugger, f"target modules load --file {shlex.quote(load.path)} {pairs}", target)
         added[load.path] = module
         out.append(f"add symbol table from file \"{load.path}\" at 0x{load.address:x}")
+
+
+def _load_modules(debugger: Any, target: Any, out: List[str]) -> None:
+    """kvm-open: every module's symbols at kgdb's section addresses, one line
+    each (kvm_dbg.modload), before the unwind module (which then leaves their
+    pcs to lldb); a module without a file is one of the dump's warnings."""
+    from kvm_dbg import modload
+    added = _state.setdefault("klds", {})
+
+    def add(load: Any) -> None:
+        module = target.AddModule(load.path, None, None)
+        if not module.IsValid():
+            raise AdapterError("lldb does not read it as an object file")
+        try:
+            _run(debugger, modload.lldb_command(load, shlex.quote), target)
+        except AdapterError:
+            target.RemoveModule(module)
+            raise
+        added[load.path] = module
+
+    out.extend(modload.load_modules(lambda: _query(debugger, modload.QUERY), added, add,
+                                    "lldb"))
 
 
 def _switch(kind: str, usage: str) -> Callable[[Any, List[str], List[str]], None]:
@@ -429,6 +454,36 @@ def kvm() -> Any:
     if _state["kvm"] is None:
         _state["kvm"] = open_descriptor(server)
     return _state["kvm"]
+
+
+def open_dump(debugger: Any, kernel: Optional[str], core: str, out: Any = None,
+              **options: Any) -> Any:
+    """``kvm-open`` from an SB API program: the dump's ``lldb.SBProcess``.
+
+    Options: ``writable``, ``key``, ``dumpkey``, ``cache_dir``, ``sysroot`` (as
+    ``kvm_dbg.open``); KERNEL None means the selected target's.  What the command
+    prints goes to the text stream ``out`` (default sys.stderr); a failure raises
+    ``kvm_dbg.scripting.ScriptError`` with the line the command prints."""
+    from kvm_dbg import scripting
+    _script_command(debugger, "kvm-open", scripting.open_command_args(kernel, core, **options),
+                    out)
+    return _state["target"].GetProcess()
+
+
+def close_dump(debugger: Any, out: Any = None) -> None:
+    """``kvm-close`` from an SB API program (ScriptError if no dump is open)."""
+    _script_command(debugger, "kvm-close", "", out)
+
+
+def _script_command(debugger: Any, name: str, args: str, out: Any) -> None:
+    """Run kvm-* command NAME as lldb would (its class, no command line)."""
+    from kvm_dbg import scripting
+    cls = next(c for c in COMMANDS if c.name == name)
+    result = lldb.SBCommandReturnObject()
+    cls(debugger, {})(debugger, args, None, result)
+    scripting.show(result.GetOutput(), out)
+    if not result.Succeeded():
+        raise scripting.ScriptError(scripting.command_error(result.GetError(), name))
 
 
 def _on_exit() -> None:
