@@ -226,8 +226,18 @@ class Kvm:
                 value = self._resolve_module(cand)
             if value is None:
                 continue
-            state = self._virt_state("vnet" if prefix == VNET_SYMPREFIX else "dpcpu")
-            return value if state is None else state.relocate(value, mask)
+            kind = "vnet" if prefix == VNET_SYMPREFIX else "dpcpu"
+            state = self._virt_state(kind)
+            if state is None:
+                # libkvm answers the master copy's address then, with an error in
+                # its buffer; here that is a warning the user sees.
+                from .kstate.memory import warn
+                what = ("no vnet could be read (proc0's prison, vnet0)" if kind == "vnet"
+                        else "dpcpu_off/mp_maxcpus could not be read")
+                warn(self, f"{name}: {cand} is not relocated ({what}): its address is "
+                           "the master copy's, not a live instance's")
+                return value
+            return state.relocate(value, mask)
         return None
 
     def lookup(self, name: str) -> Optional[int]:

@@ -89,3 +89,21 @@ def test_no_virtual_sets(tmp_path):
             kd.set_vnet(0x1000)
         with pytest.raises(KvmError, match="_kvm_dpcpu_setcpu: not initialized"):
             kd.set_cpu(0)
+
+
+def test_unrelocatable_vnet_symbol_is_the_master_copy_and_a_warning(vdump):
+    """No vnet can be read (vnet0 points nowhere): libkvm answers the master copy's
+    address; we do too, and say so in the warnings."""
+    fx, v = vdump
+    with kvm_dbg.open(fx.kernel_path, fx.core_path) as kd:
+        master = kd.symbol("vnet_entry_vnet_counter")
+        real_read_ptr = kd.read_ptr
+
+        def read_ptr(addr: int) -> int:
+            if addr == kd.lookup("vnet0"):
+                raise kvm_dbg.KvmError("invalid address (0x1)")
+            return real_read_ptr(addr)
+        kd.read_ptr = read_ptr                              # vnet0 unreadable
+        assert kd.symbol("vnet_counter") == master
+        assert any(w.startswith("vnet_counter: vnet_entry_vnet_counter is not relocated")
+                   for w in kd.warnings), kd.warnings
