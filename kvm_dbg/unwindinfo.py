@@ -1,30 +1,49 @@
 """Unwind information for debuggers, generated from the library's unwinder.
 
-A kernel with only a symbol table gives a debugger no code sections and no
-CFI, so lldb falls back to heuristics.  :func:`build_elf` writes a small ELF
-"unwind module": for each program counter the library's unwinder visited, a
-3-byte code section ``[pc-2, pc+1)`` (SHT_NOBITS, so the debugger still reads
-the dump's own bytes) and an ``.eh_frame`` FDE stating the rule
-:mod:`kvm_dbg.kstate.unwind` applies there: the frame-pointer step (its stop
-checks as a DWARF expression) or the trap-frame step.
+Debuggers follow the kernel's frame-pointer chains by themselves (the
+library's rules are LLDB's generic ones).  What they cannot do alone:
+unwind a trap-entry stub, whose caller's registers sit in a ``struct
+trapframe`` (kgdb's trap-frame unwinders), and - for gdb, whose Python
+unwinders cannot say "outermost" - end a backtrace without a warning.  This
+module states, as DWARF ``.eh_frame``, what :mod:`kvm_dbg.kstate.unwind`
+does at the program counters of the dump's threads: the trap-frame step, or
+"the backtrace ends here" (return address undefined).  Trap-entry stubs get
+a CIE with the ``S`` (signal frame) augmentation: gdb shows them as
+``<signal handler called>``, as kgdb does, and both debuggers treat the
+frame they interrupted as one that was executing, not calling.
 
-FDE rows: offset 0 is the function-entry rule (lldb's x86 assembly
-augmentation requires it), offset 1 is used for callers (whose pc a debugger
-backs up by one) and offset 2 for the innermost frame - matching the
-library's ``depth`` rule for trap-function lookups.  Supported: amd64, i386,
-arm64.
+One layout per debugger:
+
+``gdb`` (:func:`build_gdb_module`)
+    An objfile with an ``.eh_frame`` and no code section or symbol: gdb
+    searches the FDEs of every objfile, and names frames from the kernel's
+    symbols alone.  The plugin's Python unwinder declines exactly the frames
+    whose FDE gives the library's answer (the ``{pc: kind}`` that
+    :func:`write_unwind_elf` returns).
+``lldb`` (:func:`build_lldb_image`)
+    lldb takes unwind rules for an address only from the module whose
+    section holds it, so the CFI goes into a stand-in for the kernel module
+    itself: the kernel's sections (SHT_NOBITS: code and data come from the
+    dump) and UUID, to which lldb attaches the kernel's symbol file (its
+    symbols and DWARF), plus an FDE per trap-entry stub.
+
+FDE rows: for a pc ``p`` the library visited, the row at ``p - 1`` is the
+rule for callers (debuggers look up a return address one byte back) and the
+row at ``p`` the rule for the innermost frame and for frames a trap
+interrupted.  Supported: amd64, i386, arm64.
 """
 
 from __future__ import annotations
 
+import bisect
+import os
 import struct
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
-from .errors import KvmError
 from .kstate import archdata
 from .kstate.archdata import ArchInfo, TrapLayout
-from .kstate.unwind import _lookup, _trap_sp_adjust, is_trap_function
+from .kstate.unwind import MAX_FRAMES, _lookup, _trap_sp_adjust, is_trap_function
 
 # -- per-architecture DWARF data ---------------------------------------------
 
@@ -56,84 +75,98 @@ DWARF_ARCHES: Dict[str, DwarfArch] = {
     "arm64": DwarfArch(183, _ARM64, 30, 32, 0),
 }
 
-#: symbol name of a code range whose function the library does not know
-UNKNOWN = "??"
-
 # -- rules ------------------------------------------------------------------
 
 
 class Rule(NamedTuple):
     """How the caller's registers follow from a frame at one pc."""
 
-    kind: str                    # "chain", "chain-plain" (no stop checks) or "trap"
+    kind: str                    # "trap", "end" or "entry"
     adjust: int = 0              # trap: trapframe = sp + adjust
     layout: Optional[TrapLayout] = None
 
 
+END = Rule("end")                # the backtrace ends: no caller
+ENTRY = Rule("entry")            # a function's first byte: the call just happened
+
+
+class Function(NamedTuple):
+    """A kernel code symbol."""
+
+    name: str
+    start: int
+    size: int                    # 0: unknown
+
+
 class PcRules(NamedTuple):
-    caller: Rule                 # the pc is a return address (depth > 0)
-    inner: Rule                  # the pc is the innermost frame's (depth 0)
-    readable: bool = False       # the dump has the code byte at pc
-    name: str = UNKNOWN          # function name for the symbol
+    """What the library does at one pc, over every thread that visits it.
+
+    ``caller``/``inner``: the trap-frame rule when the pc is in a trap-entry
+    stub, looked up as a return address (one byte back) or as the pc of an
+    innermost or interrupted frame; None elsewhere (frame-pointer rules,
+    which the debuggers apply by themselves)."""
+
+    caller: Optional[Rule]
+    inner: Optional[Rule]
+    function: Optional[Function] = None
+    ends: bool = False           # some thread's backtrace ends here
+
+    @property
+    def trap(self) -> bool:
+        return self.caller is not None or self.inner is not None
+
+    def kind(self) -> Optional[str]:
+        """What a gdb module says at this pc: "end", "trap" or nothing.  An end
+        wins: gdb's Python unwinder, which comes first, takes the frames of
+        threads that go on from here."""
+        if self.ends:
+            return "end"
+        return "trap" if self.trap else None
 
 
-def _rule(kvm: Any, arch: ArchInfo, trap_key: str, syms: Any, pc: int, depth: int,
-          plain: bool) -> Optional[Rule]:
-    fn = _lookup(syms, pc, depth)
-    if fn is not None and is_trap_function(arch, fn[0]):
-        layout = arch.trap_layouts.get(trap_key) or arch.trap_layouts.get("default")
-        if layout is None:
-            return None
-        return Rule("trap", _trap_sp_adjust(kvm, arch, fn, pc), layout)
-    if arch.frame is None or arch.frame.backchain or not arch.fp:
+def _trap_rule(kvm: Any, arch: ArchInfo, trap_key: str, fn: Optional[Tuple[str, int]],
+               pc: int) -> Optional[Rule]:
+    if fn is None or not is_trap_function(arch, fn[0]):
         return None
-    return Rule("chain-plain" if plain else "chain")
+    layout = arch.trap_layouts.get(trap_key) or arch.trap_layouts.get("default")
+    if layout is None:
+        return None
+    return Rule("trap", _trap_sp_adjust(kvm, arch, fn, pc), layout)
 
 
-def collect(kvm: Any, threads: Optional[Iterable[Any]] = None,
-            skip: Optional[Callable[[int], bool]] = None) -> Dict[int, PcRules]:
-    """Rules for every pc of every thread's frames (``kvm.threads()``), except
-    those ``skip(pc)`` rejects (e.g. pcs a debugger already has a module for)."""
+def collect(kvm: Any, threads: Optional[Iterable[Any]] = None) -> Dict[int, PcRules]:
+    """What the library does at every pc of every thread's frames
+    (``kvm.threads()`` unless given): the trap-frame rule, whether a
+    backtrace ends there, the kernel function it is in."""
     arch = archdata.arch_info(kvm.arch)
     if arch is None or arch.name not in DWARF_ARCHES:
         return {}
-    found: Dict[int, Dict[int, Rule]] = {}
-    names: Dict[int, str] = {}
+    rules: Dict[int, Dict[int, Optional[Rule]]] = {}
+    functions: Dict[int, Function] = {}
+    ended = set()
     for kt in kvm.threads() if threads is None else threads:
         ctx = getattr(kt, "_ctx", None)
         trap_key = ctx.trap_key if ctx is not None else "default"
         syms = ctx.symbols() if ctx is not None else None
         frames = kt.frames()
         for i, fr in enumerate(frames):
-            if skip is not None and skip(fr.pc):
-                continue
-            nxt = frames[i + 1] if i + 1 < len(frames) else None
-            # The library skips its stop checks when the caller is a trap stub.
-            plain = nxt is not None and nxt.function is not None \
-                and is_trap_function(arch, nxt.function)
+            if i + 1 == len(frames) < MAX_FRAMES:    # a real end, not the frame limit
+                ended.add(fr.pc)
             depth = min(i, 1)
-            if depth and fr.function:
-                names.setdefault(fr.pc, fr.function)
-            rules = found.setdefault(fr.pc, {})
-            old = rules.get(depth)
-            if old is None or (plain and old.kind == "chain"):
-                rule = _rule(kvm, arch, trap_key, syms, fr.pc, depth, plain)
-                if rule is not None:
-                    rules[depth] = rule
+            at = rules.setdefault(fr.pc, {})
+            if depth in at:
+                continue
+            fn = _lookup(syms, fr.pc, depth)
+            at[depth] = _trap_rule(kvm, arch, trap_key, fn, fr.pc)
+            if fn is not None and (depth or fr.pc not in functions):
+                size = syms.size(fn[0]) if hasattr(syms, "size") else None
+                functions[fr.pc] = Function(fn[0], fn[1], size or 0)
     out = {}
-    for pc, rules in found.items():
-        caller = rules.get(1) or rules.get(0)
-        if caller is not None:
-            out[pc] = PcRules(caller, rules.get(0) or caller, _readable(kvm, pc),
-                              names.get(pc) or UNKNOWN)
+    for pc, at in rules.items():
+        caller = at[1] if 1 in at else at[0]
+        inner = at[0] if 0 in at else caller
+        out[pc] = PcRules(caller, inner, functions.get(pc), pc in ended)
     return out
-
-
-def _readable(kvm: Any, pc: int) -> bool:
-    try:
-        return len(kvm.read(pc, 1)) == 1
-    except KvmError:  # not in the dump
-        return False
 
 
 # -- DWARF encoding ---------------------------------------------------------
@@ -141,13 +174,13 @@ def _readable(kvm: Any, pc: int) -> bool:
 DW_CFA_advance_loc = 0x40
 DW_CFA_offset = 0x80
 DW_CFA_nop = 0x00
+DW_CFA_advance_loc4 = 0x04
+DW_CFA_undefined = 0x07
 DW_CFA_offset_extended_sf = 0x11
 DW_CFA_def_cfa = 0x0C
 DW_CFA_val_expression = 0x16
-DW_OP_deref, DW_OP_dup, DW_OP_drop, DW_OP_swap = 0x06, 0x12, 0x13, 0x16
-DW_OP_and, DW_OP_or, DW_OP_plus, DW_OP_shr = 0x1A, 0x21, 0x22, 0x25
-DW_OP_plus_uconst, DW_OP_constu, DW_OP_consts = 0x23, 0x10, 0x11
-DW_OP_eq, DW_OP_ne, DW_OP_bra, DW_OP_skip = 0x29, 0x2E, 0x28, 0x2F
+DW_OP_deref, DW_OP_dup, DW_OP_and, DW_OP_plus = 0x06, 0x12, 0x1A, 0x22
+DW_OP_plus_uconst, DW_OP_consts, DW_OP_bra, DW_OP_skip = 0x23, 0x11, 0x28, 0x2F
 DW_OP_lit0 = 0x30
 DW_EH_PE_absptr = 0x00
 
@@ -199,27 +232,13 @@ def _val_expr(reg: int, expr: bytes) -> bytes:
     return bytes([DW_CFA_val_expression]) + uleb(reg) + uleb(len(expr)) + expr
 
 
-def _chain_cfi(arch: ArchInfo, d: DwarfArch, plain: bool) -> bytes:
-    """Frame-pointer step: CFA = fp + cfa, saved fp and return address in the frame
-    record; unless ``plain``, the return address is 0 (the chain ends) where the
-    library stops: saved fp 0 or 1, or the caller's CFA misaligned."""
-    rec, ws = arch.frame, arch.width
-    assert rec is not None and arch.fp
-    fp, da = d.regs[arch.fp], -ws
-    # the caller's sp is the CFA: the debugger's default, not stated
-    out = bytes([DW_CFA_def_cfa]) + uleb(fp) + uleb(rec.cfa)
-    out += _offset(fp, rec.saved_fp - rec.cfa, da)
-    if plain:
-        return out + _offset(d.ra, rec.ret - rec.cfa, da)
-    # stack: CFA
-    saved = bytes([DW_OP_dup]) + _at_cfa(rec.saved_fp - rec.cfa) + bytes([DW_OP_deref])
-    bad = (saved                                               # CFA saved
-           + bytes([DW_OP_dup, DW_OP_lit0 + 1, DW_OP_shr, DW_OP_lit0, DW_OP_eq])
-           + bytes([DW_OP_swap]) + _at_cfa(rec.cfa)            # CFA bad1 saved+cfa
-           + bytes([DW_OP_constu]) + uleb(rec.align - 1)
-           + bytes([DW_OP_and, DW_OP_lit0, DW_OP_ne, DW_OP_or]))  # CFA bad
-    ret = _at_cfa(rec.ret - rec.cfa) + bytes([DW_OP_deref])
-    return out + _val_expr(d.ra, _if_else(bad, bytes([DW_OP_drop, DW_OP_lit0]), ret))
+def _entry_cfi(arch: ArchInfo, d: DwarfArch, ra: int) -> bytes:
+    """A function's first byte: CFA = sp + entry_cfa (the return address at
+    CFA - width where the call pushed it)."""
+    out = bytes([DW_CFA_def_cfa]) + uleb(d.regs[arch.sp]) + uleb(d.entry_cfa)
+    if d.entry_cfa:
+        out += _offset(ra, -arch.width, -arch.width)
+    return out
 
 
 def _trap_cfi(arch: ArchInfo, d: DwarfArch, rule: Rule) -> bytes:
@@ -245,16 +264,90 @@ def _trap_cfi(arch: ArchInfo, d: DwarfArch, rule: Rule) -> bytes:
     return out
 
 
-def _cfi(arch: ArchInfo, d: DwarfArch, rule: Rule) -> bytes:
-    return _trap_cfi(arch, d, rule) if rule.kind == "trap" \
-        else _chain_cfi(arch, d, rule.kind == "chain-plain")
+def _end_cfi(arch: ArchInfo, d: DwarfArch, ra: int) -> bytes:
+    """The backtrace ends: return address undefined (gdb: outermost frame)."""
+    return bytes([DW_CFA_def_cfa]) + uleb(d.regs[arch.sp]) + uleb(d.entry_cfa) \
+        + bytes([DW_CFA_undefined]) + uleb(ra)
+
+
+def _cfi(arch: ArchInfo, d: DwarfArch, rule: Rule, ra: int) -> bytes:
+    if rule.kind == "trap":
+        return _trap_cfi(arch, d, rule)
+    if rule.kind == "end":
+        return _end_cfi(arch, d, ra)
+    return _entry_cfi(arch, d, ra)
+
+
+# -- what each debugger's module describes ------------------------------------
+
+#: bytes of a gdb FDE before and after its pc
+BEFORE, AFTER = 2, 1
+MAX_REGIONS = 60000
+
+
+class Region(NamedTuple):
+    """One FDE: ``rows`` are (address, rule), sorted; the first is at ``start``."""
+
+    start: int
+    end: int
+    rows: Tuple[Tuple[int, Rule], ...]
+    signal: bool
+
+
+def gdb_regions(rules: Dict[int, PcRules]) -> List[Region]:
+    """A ``[pc-2, pc+1)`` FDE per pc whose :meth:`PcRules.kind` is set."""
+    out = []
+    for pc, r in sorted(rules.items()):
+        kind = r.kind()
+        if kind is None or pc < BEFORE:
+            continue
+        if kind == "end":
+            caller = inner = END
+        else:
+            caller, inner = r.caller or r.inner, r.inner or r.caller
+        rows = ((pc - BEFORE, caller if kind == "trap" else ENTRY), (pc - 1, caller),
+                (pc, inner))
+        out.append(Region(pc - BEFORE, pc + AFTER, rows, r.trap))
+    return _no_overlaps(out)
+
+
+def lldb_regions(rules: Dict[int, PcRules],
+                 covered: Callable[[int], bool]) -> List[Region]:
+    """One FDE per trap-entry stub the kernel's sections hold (``covered``):
+    from its first byte to its end (or its last visited pc)."""
+    by_fn: Dict[Function, List[Tuple[int, PcRules]]] = {}
+    for pc, r in sorted(rules.items()):
+        if r.trap and r.function is not None and covered(r.function.start) and covered(pc):
+            by_fn.setdefault(r.function, []).append((pc, r))
+    out = []
+    for fn, pcs in by_fn.items():
+        end = max(pcs[-1][0] + AFTER, fn.start + fn.size)
+        # The trap rule holds everywhere in a stub (its first byte may differ:
+        # fork_trampoline before it ever ran).
+        inside = next((r.caller for pc, r in pcs if r.caller and pc - 1 > fn.start),
+                      pcs[0][1].caller or pcs[0][1].inner)
+        rows: Dict[int, Optional[Rule]] = {fn.start: inside, fn.start + 1: inside}
+        for pc, r in pcs:
+            rows[pc - 1] = r.caller or r.inner
+            rows[pc] = r.inner or r.caller
+        kept = tuple(sorted((a, rule) for a, rule in rows.items()
+                            if fn.start <= a < end and rule is not None))
+        out.append(Region(fn.start, end, kept, True))
+    return _no_overlaps(out)
+
+
+def _no_overlaps(regions: List[Region]) -> List[Region]:
+    out: List[Region] = []
+    last_end = -1
+    for reg in sorted(regions, key=lambda g: g.start):
+        if reg.start < last_end or reg.start < 0 or len(out) >= MAX_REGIONS:
+            continue
+        out.append(reg)
+        last_end = reg.end
+    return out
 
 
 # -- ELF writer -------------------------------------------------------------
-
-#: bytes of a generated code range before and after its pc
-BEFORE, AFTER = 2, 1
-MAX_SECTIONS = 60000
 
 
 class _Cie(NamedTuple):
@@ -262,8 +355,7 @@ class _Cie(NamedTuple):
     ra: int
 
 
-def _eh_frame(arch: ArchInfo, d: DwarfArch, order: str, entries: List[Tuple[int, PcRules]]
-              ) -> bytes:
+def _eh_frame(arch: ArchInfo, d: DwarfArch, order: str, regions: List[Region]) -> bytes:
     ws = arch.width
     end = "<" if order == "little" else ">"
     ptr = end + ("Q" if ws == 8 else "I")
@@ -274,132 +366,191 @@ def _eh_frame(arch: ArchInfo, d: DwarfArch, order: str, entries: List[Tuple[int,
         total = 4 + len(body)
         return body + bytes([DW_CFA_nop]) * (-total % ws)
 
-    def cie(ra: int) -> _Cie:
-        init = bytes([DW_CFA_def_cfa]) + uleb(d.regs[arch.sp]) + uleb(d.entry_cfa)
-        if d.entry_cfa:
-            init += _offset(ra, -ws, -ws)     # return address at CFA - ws
-        body = pad(struct.pack(u32, 0) + b"\x01zR\x00" + uleb(1) + sleb(-ws)
-                   + uleb(ra) + uleb(1) + bytes([DW_EH_PE_absptr]) + init)
+    def cie(ra: int, signal: bool) -> _Cie:
+        aug = b"zRS\x00" if signal else b"zR\x00"
+        body = pad(struct.pack(u32, 0) + b"\x01" + aug + uleb(1) + sleb(-ws)
+                   + uleb(ra) + uleb(1) + bytes([DW_EH_PE_absptr]) + _entry_cfi(arch, d, ra))
         at = len(out)
         out.extend(struct.pack(u32, len(body)) + body)
         return _Cie(at, ra)
 
-    cies = {d.ra: cie(d.ra)}
-    for pc, rules in entries:
-        ra = d.trap_ra if rules.caller.kind == "trap" else d.ra
-        if (rules.inner.kind == "trap") != (rules.caller.kind == "trap") \
-                and d.trap_ra != d.ra:
-            continue    # one CIE per FDE: both rows need the same return column
-        c = cies.get(ra) or cies.setdefault(ra, cie(ra))
-        at = len(out)
-        body = pad(struct.pack(u32, at + 4 - c.offset)
-                   + struct.pack(ptr, pc - BEFORE) + struct.pack(ptr, BEFORE + AFTER)
-                   + uleb(0)
-                   + bytes([DW_CFA_advance_loc | 1]) + _cfi(arch, d, rules.caller)
-                   + bytes([DW_CFA_advance_loc | 1]) + _cfi(arch, d, rules.inner))
+    cies: Dict[Tuple[int, bool], _Cie] = {}
+    for reg in regions:
+        trap = any(rule.kind == "trap" for _a, rule in reg.rows)
+        ra = d.trap_ra if trap else d.ra
+        c = cies.get((ra, reg.signal)) or cies.setdefault((ra, reg.signal), cie(ra, reg.signal))
+        program = bytearray()
+        at = reg.start
+        for addr, rule in reg.rows:
+            if addr > at:
+                delta = addr - at
+                program += bytes([DW_CFA_advance_loc | delta]) if delta < 0x40 \
+                    else bytes([DW_CFA_advance_loc4]) + struct.pack(u32, delta)
+                at = addr
+            program += _cfi(arch, d, rule, ra)
+        fde_at = len(out)
+        body = pad(struct.pack(u32, fde_at + 4 - c.offset)
+                   + struct.pack(ptr, reg.start) + struct.pack(ptr, reg.end - reg.start)
+                   + uleb(0) + bytes(program))
         out.extend(struct.pack(u32, len(body)) + body)
     out.extend(struct.pack(u32, 0))
     return bytes(out)
 
 
-SHT_PROGBITS, SHT_SYMTAB, SHT_STRTAB, SHT_NOBITS = 1, 2, 3, 8
-STB_GLOBAL, STT_FUNC, ET_EXEC = 1, 2, 2
-SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR = 1, 2, 4
+SHT_PROGBITS, SHT_STRTAB, SHT_NOTE, SHT_NOBITS = 1, 3, 7, 8
+SHF_ALLOC = 2
+ET_EXEC = 2
+NT_GNU_BUILD_ID = 3
 ELFOSABI_FREEBSD = 9
 
 
-def _entries(rules: Dict[int, PcRules]) -> List[Tuple[int, PcRules]]:
-    """Sorted (pc, rules), without pcs whose range overlaps an earlier one."""
-    entries: List[Tuple[int, PcRules]] = []
-    last_end = -1
-    for pc in sorted(rules):
-        if pc < BEFORE or pc - BEFORE < last_end or len(entries) >= MAX_SECTIONS:
-            continue
-        entries.append((pc, rules[pc]))
-        last_end = pc + AFTER
-    return entries
+class Section(NamedTuple):
+    """A section of a generated ELF: ``data`` is its contents, or the size
+    of an SHT_NOBITS section."""
+
+    name: str
+    type: int
+    flags: int
+    addr: int
+    data: Any
+    align: int = 1
 
 
-def build_elf(arch_name: str, rules: Dict[int, PcRules], byteorder: str = "little"
-              ) -> Optional[bytes]:
-    """The unwind module for ``rules`` (from :func:`collect`); None if the
-    architecture is not supported or there is nothing to describe.
+class Image(NamedTuple):
+    """The ELF identity of the kernel a module stands for."""
 
-    Each pc gets a writable, executable SHT_NOBITS section ``[pc-2, pc+1)`` (so
-    debuggers read code from the dump, never from this file), a function
-    symbol and an FDE; pcs whose ranges overlap an earlier one are left out.
-    The symbol ends before the pc when the dump has the code there: lldb then
-    unwinds an innermost frame at that pc with the FDE instead of inspecting
-    instructions.  Otherwise it covers the pc (lldb cannot read the code, and
-    falls back to the FDE).
-    """
-    arch = archdata.arch_info(arch_name)
-    d = DWARF_ARCHES.get(arch_name)
-    if arch is None or d is None or not rules:
-        return None
-    entries = _entries(rules)
-    eh = _eh_frame(arch, d, byteorder, entries)
-    shstr, strtab = bytearray(b"\0"), bytearray(b"\0")
+    machine: int
+    width: int
+    byteorder: str
+    osabi: int
+    entry: int = 0
 
-    def name(table: bytearray, s: str) -> int:
-        table.extend(s.encode() + b"\0")
-        return len(table) - len(s.encode()) - 1
 
-    is64 = arch.width == 8
-    end = "<" if byteorder == "little" else ">"
-    ehdr_size, shdr_size, sym_size = (64, 64, 24) if is64 else (52, 40, 16)
-    names = [name(shstr, n) for n in (".eh_frame", ".symtab", ".strtab", ".shstrtab")]
-    # distinct section names: lldb maps ELF symbols to sections by name
-    text_names = [name(shstr, f".text.kvm_unwind.{i}") for i in range(len(entries))]
-    syms = bytearray(sym_size)
-    for i, (pc, r) in enumerate(entries):
-        size = BEFORE if r.readable else BEFORE + AFTER
-        st_name, info, shndx = name(strtab, r.name), STB_GLOBAL << 4 | STT_FUNC, i + 1
-        if is64:
-            syms += struct.pack(end + "IBBHQQ", st_name, info, 0, shndx, pc - BEFORE, size)
-        else:
-            syms += struct.pack(end + "IIIBBH", st_name, pc - BEFORE, size, info, 0, shndx)
-    first = len(entries) + 1                 # section index of .eh_frame
-    blobs = [eh, bytes(syms), bytes(strtab), bytes(shstr)]
-    offsets, at = [], ehdr_size
-    for blob in blobs:
-        at += -at % 8
-        offsets.append(at)
-        at += len(blob)
-    shoff = at + (-at % 8)
-    shdrs = [(0,) * 10]
-    flags = SHF_ALLOC | SHF_WRITE | SHF_EXECINSTR
-    for text_name, (pc, _r) in zip(text_names, entries):
-        shdrs.append((text_name, SHT_NOBITS, flags, pc - BEFORE, ehdr_size, BEFORE + AFTER,
-                      0, 0, 1, 0))
-    shdrs.append((names[0], SHT_PROGBITS, 0, 0, offsets[0], len(eh), 0, 0, arch.width, 0))
-    shdrs.append((names[1], SHT_SYMTAB, 0, 0, offsets[1], len(syms), first + 2, 1, 8,
-                  sym_size))
-    shdrs.append((names[2], SHT_STRTAB, 0, 0, offsets[2], len(strtab), 0, 0, 1, 0))
-    shdrs.append((names[3], SHT_STRTAB, 0, 0, offsets[3], len(shstr), 0, 0, 1, 0))
-    ident = b"\x7fELF" + bytes([2 if is64 else 1, 1 if byteorder == "little" else 2, 1,
-                                ELFOSABI_FREEBSD]) + bytes(8)
-    fmt = "HHIQQQIHHHHHH" if is64 else "HHIIIIIHHHHHH"
-    ehdr = ident + struct.pack(end + fmt, ET_EXEC, d.machine, 1, 0, 0, shoff, 0, ehdr_size,
-                               0, 0, shdr_size, len(shdrs), len(shdrs) - 1)
+def write_elf(image: Image, sections: List[Section]) -> bytes:
+    """A section-only ET_EXEC ELF (no program headers)."""
+    is64 = image.width == 8
+    end = "<" if image.byteorder == "little" else ">"
+    ehdr_size, shdr_size = (64, 64) if is64 else (52, 40)
+    shstr = bytearray(b"\0")
+    names = []
+    for sec in sections + [Section(".shstrtab", SHT_STRTAB, 0, 0, b"")]:
+        names.append(len(shstr))
+        shstr.extend(sec.name.encode() + b"\0")
+    sections = sections + [Section(".shstrtab", SHT_STRTAB, 0, 0, bytes(shstr))]
+    out = bytearray(ehdr_size)
+    headers = [(0,) * 10]
+    for name, sec in zip(names, sections):
+        nobits = sec.type == SHT_NOBITS
+        size = sec.data if nobits else len(sec.data)
+        if not nobits:
+            out.extend(bytes(-len(out) % 8))
+        headers.append((name, sec.type, sec.flags, sec.addr, len(out), size, 0, 0,
+                        sec.align, 0))
+        if not nobits:
+            out.extend(sec.data)
+    out.extend(bytes(-len(out) % 8))
+    shoff = len(out)
     shfmt = end + ("IIQQQQIIQQ" if is64 else "IIIIIIIIII")
-    out = bytearray(ehdr)
-    for off, blob in zip(offsets, blobs):
-        out.extend(bytes(off - len(out)) + blob)
-    out.extend(bytes(shoff - len(out)))
-    for sh in shdrs:
+    for sh in headers:
         out.extend(struct.pack(shfmt, *sh))
+    ident = b"\x7fELF" + bytes([2 if is64 else 1, 1 if image.byteorder == "little" else 2, 1,
+                                image.osabi]) + bytes(8)
+    fmt = "HHIQQQIHHHHHH" if is64 else "HHIIIIIHHHHHH"
+    out[:ehdr_size] = ident + struct.pack(end + fmt, ET_EXEC, image.machine, 1, image.entry, 0,
+                                          shoff, 0, ehdr_size, 0, 0, shdr_size,
+                                          len(headers), len(headers) - 1)
     return bytes(out)
 
 
-def write_unwind_elf(kvm: Any, path: str, skip: Optional[Callable[[int], bool]] = None
-                     ) -> int:
-    """Write the unwind module of ``kvm``'s threads to ``path``; the number of
-    pcs it describes (0: nothing written)."""
-    rules = collect(kvm, skip=skip)
-    data = build_elf(kvm.arch, rules, getattr(kvm, "byteorder", "little"))
+def identity_section(uuid: bytes, byteorder: str, name: str) -> Section:
+    """What gives a file lldb's UUID ``uuid``: a GNU build-id note, or for a
+    4-byte UUID (lldb's CRC-32 of a file without one) a ``.gnu_debuglink``
+    naming ``name`` with that CRC."""
+    end = "<" if byteorder == "little" else ">"
+    if len(uuid) == 4:
+        link = name.encode() + b"\0"
+        link += bytes(-len(link) % 4)
+        crc = int.from_bytes(uuid, "little")
+        return Section(".gnu_debuglink", SHT_PROGBITS, 0, 0, link + struct.pack(end + "I", crc), 4)
+    desc = uuid + bytes(-len(uuid) % 4)
+    note = struct.pack(end + "III", 4, len(uuid), NT_GNU_BUILD_ID) + b"GNU\0" + desc
+    return Section(".note.gnu.build-id", SHT_NOTE, SHF_ALLOC, 0, note, 4)
+
+
+def build_gdb_module(arch_name: str, regions: List[Region], byteorder: str = "little"
+                     ) -> Optional[bytes]:
+    """gdb's module: an ``.eh_frame`` of ``regions`` (:func:`gdb_regions`),
+    nothing else (no section or symbol covers code: gdb names frames from the
+    kernel alone).  None if the architecture is not supported or there is
+    nothing to say."""
+    arch = archdata.arch_info(arch_name)
+    d = DWARF_ARCHES.get(arch_name)
+    if arch is None or d is None or not regions:
+        return None
+    eh = _eh_frame(arch, d, byteorder, regions)
+    return write_elf(Image(d.machine, arch.width, byteorder, ELFOSABI_FREEBSD),
+                     [Section(".eh_frame", SHT_PROGBITS, 0, 0, eh, arch.width)])
+
+
+def build_lldb_image(arch_name: str, regions: List[Region], kernel: Any, uuid: bytes
+                     ) -> Optional[bytes]:
+    """lldb's stand-in for the kernel: the kernel's allocated sections (as
+    SHT_NOBITS: code and data come from the dump), the UUID lldb gave the
+    kernel's symbol file (so that file's symbols and DWARF attach to it) and
+    an ``.eh_frame`` of ``regions`` (:func:`lldb_regions`).  ``kernel`` is a
+    :class:`~kvm_dbg.elfkernel.KernelImage`; a 4-byte ``uuid`` (lldb's CRC of
+    a file without a build-id) goes in a ``.gnu_debuglink`` naming it.  None
+    if the architecture is not supported or there is nothing to describe."""
+    arch = archdata.arch_info(arch_name)
+    d = DWARF_ARCHES.get(arch_name)
+    if arch is None or d is None or not regions:
+        return None
+    ident = kernel.ident
+    eh = _eh_frame(arch, d, ident.byteorder, regions)
+    sections = [Section(s.name, SHT_NOBITS, s.flags, s.addr, s.size)
+                for s in kernel_sections(kernel)]
+    sections += [Section(".eh_frame", SHT_PROGBITS, 0, 0, eh, arch.width),
+                 identity_section(uuid, ident.byteorder, os.path.basename(kernel.path))]
+    return write_elf(Image(ident.machine, arch.width, ident.byteorder, ident.osabi,
+                           ident.entry), sections)
+
+
+def kernel_sections(kernel: Any) -> List[Any]:
+    """The kernel's allocated sections (what a debugger loads)."""
+    return [s for s in kernel.sections if s.flags & SHF_ALLOC and s.size and s.name]
+
+
+def write_unwind_elf(kvm: Any, path: str, debugger: str, uuid: bytes = b""
+                     ) -> Dict[int, str]:
+    """Write ``kvm``'s unwind module for ``debugger`` to ``path``: for "gdb"
+    :func:`build_gdb_module`, for "lldb" :func:`build_lldb_image` (``uuid``:
+    lldb's for the kernel's symbol file).  ``{pc: kind}`` ("end" or
+    "trap") of the pcs it describes; empty when there is nothing to say (no
+    file written)."""
+    rules = collect(kvm)
+    if debugger == "gdb":
+        regions = gdb_regions(rules)
+        data = build_gdb_module(kvm.arch, regions, getattr(kvm, "byteorder", "little"))
+    else:
+        from .kstate import ksyms
+        kernel = ksyms.for_kvm(kvm)
+        if kernel is None:
+            return {}
+        sections = kernel_sections(kernel)
+
+        def covered(pc: int) -> bool:
+            return any(s.addr <= pc < s.addr + s.size for s in sections)
+
+        regions = lldb_regions(rules, covered)
+        data = build_lldb_image(kvm.arch, regions, kernel, uuid)
     if data is None:
-        return 0
+        return {}
     with open(path, "wb") as f:
         f.write(data)
-    return len(_entries(rules))
+    starts = [g.start for g in regions]
+    out = {}
+    for pc, r in rules.items():
+        i = bisect.bisect_right(starts, pc) - 1
+        if i >= 0 and pc < regions[i].end and r.kind() is not None:
+            out[pc] = r.kind()
+    return out

@@ -276,9 +276,9 @@ def test_lldb_extras(server):
     threads = json.loads(unescape(c.send(b"jThreadsInfo")))
     assert [t["tid"] for t in threads] == [100001, 100000, 100002]
     assert threads[0]["name"] == "(pid 806) sysctl (crashed)"
-    region = c.send(b"qMemoryRegionInfo:ffffffff80200010").decode()
-    assert region.startswith("start:ffffffff80200000;size:1000;permissions:r")
-    assert "permissions" not in c.send(b"qMemoryRegionInfo:1000").decode()
+    # unsupported: a page missing from a dump is not unmapped memory
+    assert c.send(b"qMemoryRegionInfo:ffffffff80200010") == b""
+    assert c.send(b"qMemoryRegionInfo:1000") == b""
 
 
 def test_target_xml_chunked(server):

@@ -129,18 +129,55 @@ def _open(arg: str, from_tty: bool) -> None:
         gdb.execute("set dcache size 4096", to_string=True)
         gdb.execute(f"mem 0 0 {'rw' if req.writable else 'ro'} cache", to_string=True)
         _state["mem"] = _last_mem_region()
-        gdb.execute(f"target remote {server.address}", to_string=True)
+        with _quiet_stop():     # the stop location is printed once, below
+            gdb.execute(f"target remote {server.address}", to_string=True)
     except gdb.error as e:
         if not _connected():
             _close()
             raise adapter.AdapterError(f"{req.core}: {adapter.one_line(e)}") from None
         # connected, but the stop frame failed (a thread without registers)
+    _load_unwind_module()
     for text in adapter.open_messages(_query):
         _print(text)
     try:
         gdb.execute("frame")
     except gdb.error as e:  # e.g. a dump without thread registers: memory still works
         _print(f"kvm-open: no frame: {adapter.one_line(e)}")
+
+
+class _quiet_stop:
+    """``set suppress-cli-notifications on`` for a block (gdb >= 12): the stop
+    location ``target remote`` prints otherwise."""
+
+    def __enter__(self) -> None:
+        try:
+            self.old = gdb.parameter("suppress-cli-notifications")
+            gdb.execute("set suppress-cli-notifications on", to_string=True)
+        except (gdb.error, RuntimeError):
+            self.old = None
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.old is not None:
+            gdb.execute(f"set suppress-cli-notifications {'on' if self.old else 'off'}",
+                        to_string=True)
+
+
+def _load_unwind_module() -> None:
+    """The server's FDEs for trap frames and backtrace ends (kvm_dbg.unwindinfo):
+    an objfile without sections or symbols, so frames keep the kernel's names."""
+    lines = _query("unwind-elf gdb").splitlines()
+    if not lines:
+        return
+    path = lines[0].strip()
+    try:
+        gdb.execute(f"add-symbol-file {_quote(path)}", to_string=True)
+    except gdb.error as e:
+        _print(f"kvm-open: warning: {path}: {adapter.one_line(e)}: backtraces end with "
+               "gdb's own message and trap frames show as plain frames")
+        return
+    _state["unwind_file"] = path
+    _state["unwind"]["fdes"] = {int(pc, 16): kind for pc, kind in
+                                (ln.split() for ln in lines[1:] if ln.strip())}
 
 
 def _set_tdesc(kernel: str) -> None:
@@ -233,6 +270,12 @@ def _close(arg: str = "", from_tty: bool = False) -> None:
 
 def _shutdown() -> None:
     _state["unwind"] = None
+    path = _state.pop("unwind_file", None)
+    if path:
+        try:
+            gdb.execute(f"remove-symbol-file {_quote(path)}", to_string=True)
+        except gdb.error:
+            pass
     adapter.close_dump(_state)
     _drop_tdesc()
     mem, _state["mem"] = _state["mem"], None
@@ -338,7 +381,7 @@ def _unwind_setup(kernel: str, symbols: dict) -> None:
             names.setdefault(n, r.name)
     _state["unwind"] = {"arch": arch, "names": names, "order": order,
                         "symbols": dict(symbols), "trap_key": None, "types": {},
-                        "floors": {}}
+                        "floors": {}, "fdes": {}}
 
 
 class _FrameId:
@@ -424,9 +467,15 @@ def _unwind(pf: Any, u: dict) -> Any:
     # stack switches ("previous frame inner to this frame").
     floors = u["floors"]
     floor = floors.get(tuple(sorted(regs.items())), regs.get(info.sp, 0))
+    kind = u["fdes"].get(pc)
+    if (caller is None and kind == "end") or (caller is not None and kind == "trap"):
+        # The unwind module's FDE says the same, and gdb's DWARF unwinder can
+        # say more: "outermost" (a Python unwinder cannot) and "signal frame"
+        # (a trap frame, shown as kgdb shows it).
+        return None
     if caller is None:
-        # The chain ends: repeat this frame, which gdb stops at as "previous
-        # frame identical to this frame" (a Python unwinder cannot say outermost).
+        # The chain ends where the unwind module has no FDE saying so: repeat
+        # this frame, which gdb stops at as "previous frame identical".
         stack, caller = floor, regs
     else:
         stack = max(caller.get(info.sp, 0), floor)

@@ -186,17 +186,28 @@ def _loaded_ranges(target: Any) -> List[str]:
 
 
 def _load_unwind_module(debugger: Any, target: Any, kernel: str) -> None:
-    """Give lldb the library's unwind rules for the pcs no loaded module covers: the
-    server writes an ELF of code ranges, symbols and .eh_frame (kvm_dbg.unwindinfo)."""
-    ranges = " ".join(_loaded_ranges(target))
-    answer = _query(debugger, f"unwind-elf {ranges}").split(None, 1)
-    if len(answer) != 2 or not int(answer[0]):
+    """Where lldb cannot unwind by itself (trap frames), swap the kernel module
+    for the server's stand-in (kvm_dbg.unwindinfo): the same sections, UUID,
+    symbols and DWARF (from the kernel's symbol file), plus the library's rules
+    as .eh_frame.  Restored by kvm-close."""
+    module = target.GetModuleAtIndex(0)
+    uuid = module.GetUUIDString() if module.IsValid() else ""
+    if not uuid:
         return
-    path = answer[1].strip()
-    module = target.AddModule(path, None, None)
-    if not module.IsValid():
+    path = _query(debugger, f"unwind-elf lldb {uuid}").split("\n", 1)[0].strip()
+    if not path:
         return
-    _state["unwind"] = module
+    symfile = module.GetSymbolFileSpec().fullpath or kernel
+    target.RemoveModule(module)
+    image = target.AddModule(path, None, None, symfile)
+    if not image.IsValid() or image.GetSymbolFileSpec().fullpath != symfile:
+        if image.IsValid():
+            target.RemoveModule(image)
+        target.AddModule(module)
+        _run(debugger, f"target modules load --file {shlex.quote(module.GetFileSpec().fullpath)}"
+             " --slide 0", target)
+        raise AdapterError(f"{path}: lldb did not take {symfile} as its symbol file")
+    _state["unwind"] = (image, module)
     _run(debugger, f"target modules load --file {shlex.quote(path)} --slide 0", target)
 
 
@@ -256,11 +267,15 @@ def _close(debugger: Any, args: List[str], out: List[str]) -> None:
 def _shutdown() -> None:
     server, _state["server"] = _state["server"], None
     target, _state["target"] = _state["target"], None
-    module, _state["unwind"] = _state.get("unwind"), None
-    modules = list(_state.pop("klds", {}).values()) + ([module] if module is not None else [])
+    swapped, _state["unwind"] = _state.get("unwind"), None
+    modules = list(_state.pop("klds", {}).values())
     if target is not None and target.IsValid():
         for m in modules:
             target.RemoveModule(m)
+        if swapped is not None:          # the kernel module again, for the next kvm-open
+            image, kernel = swapped
+            target.RemoveModule(image)
+            target.AddModule(kernel)
     if server is not None:
         server.close()
     kvm_, _state["kvm"] = _state["kvm"], None
