@@ -13,6 +13,7 @@ message for the user.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Type
 
 OPEN_USAGE = "usage: kvm-open [-w] [KERNEL] CORE"
@@ -102,6 +103,24 @@ def server_errors(server: Any) -> List[str]:
     """Internal errors the server hit since the last call (a bug answered a
     debugger packet with E01): what an adapter shows, never silently drops."""
     return [f"kvm_dbg: server {line}" for line in server.new_errors()] if server else []
+
+
+def error_line(text: Optional[str], default: str) -> str:
+    """A debugger's error output as one line, without its ``error:`` prefix
+    (``default: failed`` when it said nothing)."""
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    lines = [ln[len("error:"):].strip() if ln.startswith("error:") else ln for ln in lines]
+    if not lines:
+        return f"{default}: failed"
+    if lines[0].endswith(":") and len(lines) > 1:  # "expression failed to parse:" + detail
+        return f"{lines[0]} {lines[1]}"
+    return lines[0]
+
+
+def symbolic(pc: int, text: str) -> Optional[Tuple[str, int]]:
+    """(function, start) from a debugger's ``<name+offset>`` rendering of ``pc``."""
+    m = re.search(r"<([^+>]+)(?:\+(\d+))?>", text)
+    return (m.group(1), pc - int(m.group(2) or 0)) if m else None
 
 
 def quote(text: str) -> str:

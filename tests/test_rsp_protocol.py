@@ -226,7 +226,8 @@ def test_g_reports_unavailable_as_xx_for_gdb(server):
     assert g[16:32] == (0xB0B0).to_bytes(8, "little").hex()  # rbx
     assert c.send(b"p10") == (BASE + 0x24).to_bytes(8, "little").hex().encode()
     assert c.send(b"p0") == b"xx" * 8
-    assert c.send(b"p12") == b"xx" * 4  # cs: 32 bits
+    assert c.send(b"p12") == b"20000000"  # cs: the kernel code selector, as kgdb serves it
+    assert c.send(b"p14") == b"xx" * 4  # ds: 32 bits, in no structure
     assert c.send(b"p18") == b"xx" * 10  # st0: 80 bits
     assert c.send(b"p99") == b"E16"
 

@@ -6,18 +6,12 @@ then:                   kvm-open [KERNEL] CORE
 Debugger glue only (the logic is in ``kvm_dbg.adapter``): the dump is served
 by a ``python -m kvm_dbg.rsp`` child process that gdb talks to with
 ``target remote`` (never a thread inside gdb: gdb holds the GIL while
-waiting on the target).  Commands: kvm-open, kvm-close, kvm-info, kvm-ps,
-kvm-dmesg, kvm-proc, kvm-tid, kvm-kld (``kvm-kld load`` adds module symbols
-as kgdb does).  Symbols come from gdb only (the server gets
---no-elf-symbols).  Frames without DWARF are unwound with kvm_dbg's
-frame-pointer and trap-frame rules: a Python unwinder, plus the server's
-unwind module (FDEs only) for what one cannot say - trap frames shown as
-kgdb shows them, backtraces that end without a warning.  From gdb's
-``python`` prompt, ``kvm_gdb.kvm()`` returns a read-only ``kvm_dbg.Kvm`` on
-the same dump for scripting.
-
-Finding kvm_dbg: see plugins/kvm_path.py.  $KVM_DBG_PYTHON picks the
-interpreter that runs the server.
+waiting on the target); symbols come from gdb only (the server gets
+--no-elf-symbols); frames without DWARF are unwound by kvm_gdb_frames.py.
+Commands: kvm-open, kvm-close, kvm-info, kvm-ps, kvm-dmesg, kvm-proc,
+kvm-tid, kvm-kld.  ``kvm_gdb.kvm()`` (gdb's ``python``) returns a read-only
+``kvm_dbg.Kvm`` on the same dump.  Finding kvm_dbg: plugins/kvm_path.py;
+$KVM_DBG_PYTHON picks the interpreter that runs the server.
 """
 
 from __future__ import annotations
@@ -34,21 +28,23 @@ import gdb  # type: ignore[import-not-found]
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-# plugins/kvm_path.py (shared by both adapters) puts kvm_dbg on sys.path.
+# plugins/kvm_path.py (shared by both adapters) puts kvm_dbg on sys.path; this
+# directory holds kvm_gdb (imported by itself, below) and kvm_gdb_frames.
 runpy.run_path(os.path.join(os.path.dirname(_HERE), "kvm_path.py"))["setup"](_HERE)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+
+import kvm_gdb_frames as frames  # noqa: E402
 
 from kvm_dbg import adapter  # noqa: E402 (needs the path above)
 from kvm_dbg.adapter import AdapterError, quote  # noqa: E402
 
-_state: dict = {"server": None, "kvm": None, "mem": None, "tdesc": None, "unwind": None,
-                "unwind_file": None, "klds": set()}
+_state: dict = {"server": None, "kvm": None, "mem": None, "tdesc": None, "klds": set()}
 
 
 def _connected() -> bool:
-    if _state["server"] is None:
-        return False
     try:
-        return gdb.selected_inferior().pid != 0
+        return _state["server"] is not None and gdb.selected_inferior().pid != 0
     except gdb.error:
         return False
 
@@ -99,9 +95,7 @@ def _open(arg: str, from_tty: bool) -> None:
     except AdapterError:
         _drop_tdesc()
         raise
-    if kernel.arch is not None:     # the server accepted it: an architecture it reads
-        _state["unwind"] = adapter.FrameUnwinder(kernel.arch, kernel.byteorder, symbols,
-                                                 adapter.register_names(kernel.arch))
+    frames.attach(kernel, symbols)
     try:
         gdb.execute("set dcache line-size 4096", to_string=True)
         gdb.execute("set dcache size 4096", to_string=True)
@@ -114,7 +108,7 @@ def _open(arg: str, from_tty: bool) -> None:
             _close()
             raise AdapterError(f"{req.core}: {adapter.one_line(e)}") from None
         # connected, but the stop frame failed (a thread without registers)
-    _load_unwind_module()
+    frames.load_module(_query)
     for text in adapter.open_messages(_query):
         _print(text)
     try:
@@ -138,22 +132,6 @@ def _quiet_stop() -> Iterator[None]:
         if old is not None:
             gdb.execute(f"set suppress-cli-notifications {'on' if old else 'off'}",
                         to_string=True)
-
-
-def _load_unwind_module() -> None:
-    """The server's FDEs for trap frames and backtrace ends: an objfile without
-    sections or symbols (frames keep the kernel's names)."""
-    module = adapter.parse_unwind_reply(_query("unwind-elf gdb"))
-    if module is None or _state["unwind"] is None:
-        return
-    try:
-        gdb.execute(f"add-symbol-file {quote(module.path)}", to_string=True)
-    except gdb.error as e:
-        _print(f"kvm-open: warning: {module.path}: {adapter.one_line(e)}: backtraces end "
-               "with gdb's own message and trap frames show as plain frames")
-        return
-    _state["unwind_file"] = module.path
-    _state["unwind"].kinds = module.kinds
 
 
 def _set_tdesc(arch: Optional[str]) -> None:
@@ -223,17 +201,16 @@ def _last_mem_region() -> Optional[int]:
 def _close(arg: str = "", from_tty: bool = False) -> None:
     if _state["server"] is None:
         raise AdapterError("no dump is open")
-    _drop_klds()
+    paths, _state["klds"] = _state["klds"], set()
+    for path in paths:          # the module symbol files kvm-kld added
+        _quietly(f"remove-symbol-file {quote(path)}")
     if _connected():
         _quietly("disconnect")
     _shutdown()
 
 
 def _shutdown() -> None:
-    _state["unwind"] = None
-    path, _state["unwind_file"] = _state["unwind_file"], None
-    if path:
-        _quietly(f"remove-symbol-file {quote(path)}")
+    frames.detach()
     adapter.close_dump(_state)
     _drop_tdesc()
     mem, _state["mem"] = _state["mem"], None
@@ -280,108 +257,15 @@ def _kld(arg: str, from_tty: bool) -> None:
             _print(f"kvm-kld: {ld.error}")
         elif ld.path in _state["klds"]:
             _print(f"{ld.name}: symbols already loaded from {ld.path}")
-        else:
-            _add_symbol_file(ld.path, ld.sections)
-
-
-def _add_symbol_file(path: str, sections: Dict[str, int]) -> None:
-    """``add-symbol-file PATH TEXT -s SECTION ADDR...`` (no confirmation asked)."""
-    words = [quote(path), f"{sections['.text']:#x}"]
-    words += [f"-s {name} {addr:#x}" for name, addr in sections.items() if name != ".text"]
-    try:
-        out = gdb.execute("add-symbol-file " + " ".join(words), to_string=True)
-    except gdb.error as e:
-        raise AdapterError(f"{path}: {adapter.one_line(e)}") from None
-    _state["klds"].add(path)
-    _print(out)
-
-
-def _drop_klds() -> None:
-    """Forget the module symbol files kvm-kld added (at kvm-close)."""
-    paths, _state["klds"] = _state["klds"], set()
-    for path in paths:
-        _quietly(f"remove-symbol-file {quote(path)}")
-
-
-# -- frame unwinder ------------------------------------------------------------
-# gdb only adapts registers and memory to kvm_dbg.adapter.FrameUnwinder; reads
-# go to the server process over RSP, which is safe here.
-
-class _FrameId:
-    def __init__(self, sp: int, pc: int) -> None:
-        self.sp, self.pc = gdb.Value(sp), gdb.Value(pc)  # gdb 13 wants Values
-
-
-def _read_memory(addr: int, size: int) -> Optional[bytes]:
-    try:
-        return bytes(gdb.selected_inferior().read_memory(addr, size))
-    except (gdb.error, ValueError, OverflowError):
-        return None
-
-
-def _function_at(arch: Any) -> Callable[[int], Optional[tuple]]:
-    """(name, start) of the symbol gdb shows for a pc (no frame is touched)."""
-    def function_at(pc: int) -> Optional[tuple]:
-        m = re.search(r"<([^+>]+)(?:\+(\d+))?>",
-                      gdb.format_address(pc, gdb.current_progspace(), arch))
-        return (m.group(1), pc - int(m.group(2) or 0)) if m else None
-    return function_at
-
-
-def _has_debug_info(pc: int) -> bool:
-    """gdb's DWARF unwinder does better where there is debug info."""
-    block = gdb.current_progspace().block_for_pc(pc)
-    while block is not None and block.function is None:
-        block = block.superblock
-    return block is not None
-
-
-def _unwind(pf: Any, u: Any) -> Any:
-    regs = {}
-    for k in u.wanted:
-        try:
-            regs[k] = int(pf.read_register(u.names.get(k, k))) & u.mask
-        except (gdb.error, ValueError):
-            pass
-    pc = regs.get(u.info.pc)
-    generation = len(gdb.objfiles())   # symbol facts hold until symbol files change
-    if pc is None or u.cached("debug", pc, _has_debug_info, generation):
-        return None
-    find = _function_at(pf.architecture())
-    step = u.step(regs, pf.level(), _read_memory,
-                  lambda p: u.cached("function", p, find, generation))
-    if step is None:
-        return None
-    ui = pf.create_unwind_info(_FrameId(step.stack, pc))
-    for k, v in step.caller.items():
-        name = u.names.get(k)
-        if name is not None:
+        else:   # add-symbol-file PATH TEXT -s SECTION ADDR... (no confirmation asked)
+            words = [quote(ld.path), f"{ld.sections['.text']:#x}"]
+            words += [f"-s {sec} {addr:#x}" for sec, addr in ld.sections.items()
+                      if sec != ".text"]
             try:
-                ui.add_saved_register(name, gdb.Value(v).cast(pf.read_register(name).type))
-            except (gdb.error, ValueError):
-                pass
-    return ui
-
-
-def _make_unwinder() -> Any:
-    from gdb.unwinder import Unwinder  # type: ignore[import-not-found]
-
-    class KvmUnwinder(Unwinder):
-        """kvm_dbg's frame-pointer and trap-frame rules for frames without DWARF."""
-
-        def __init__(self) -> None:
-            super().__init__("kvm_dbg")
-
-        def __call__(self, pending_frame: Any) -> Any:
-            u = _state["unwind"]
-            if u is None:
-                return None
-            try:
-                return _unwind(pending_frame, u)
-            except (gdb.error, ValueError, OverflowError):
-                return None
-
-    return KvmUnwinder()
+                _print(gdb.execute("add-symbol-file " + " ".join(words), to_string=True))
+            except gdb.error as e:
+                raise AdapterError(f"{ld.path}: {adapter.one_line(e)}") from None
+            _state["klds"].add(ld.path)
 
 
 # -- registration --------------------------------------------------------------------
@@ -441,8 +325,7 @@ def register() -> None:
         _Command(name, fn, adapter.help_doc(name),
                  gdb.COMPLETE_FILENAME if name == "kvm-open" else gdb.COMPLETE_NONE)
     try:
-        from gdb.unwinder import register_unwinder  # type: ignore[import-not-found]
-        register_unwinder(None, _make_unwinder(), replace=True)
+        frames.register()
     except (ImportError, RuntimeError) as e:
         gdb.write(f"kvm_dbg: warning: no frame unwinder ({adapter.one_line(e)}): frames "
                   "without DWARF are unwound by gdb's own heuristics\n", gdb.STDERR)
@@ -459,7 +342,6 @@ if __name__ == "__main__":
     # works at the python prompt and a second `source` does not re-register.
     import importlib
 
-    sys.path.insert(0, _HERE)
     _mod = importlib.import_module("kvm_gdb")
     _mod.register()
     globals()["kvm_gdb"] = _mod

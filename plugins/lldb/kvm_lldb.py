@@ -6,12 +6,9 @@ then:                   kvm-open [KERNEL] CORE
 Debugger glue only (the logic is in ``kvm_dbg.adapter``): the dump is served
 by a ``python -m kvm_dbg.rsp`` child process that lldb talks to with
 ``process connect`` (gdb-remote).  Commands: kvm-open, kvm-close, kvm-info,
-kvm-ps, kvm-dmesg, kvm-proc, kvm-tid, kvm-kld.  Where lldb cannot unwind by
-itself (trap frames), the kernel module is swapped for the server's
-stand-in carrying kvm_dbg's rules as CFI (same sections, UUID, symbols and
-DWARF); kvm-close puts the kernel module back.  From lldb's ``script``
-prompt or a ``command script`` file, ``kvm_lldb.kvm()`` returns a read-only
-``kvm_dbg.Kvm`` on the same dump.
+kvm-ps, kvm-dmesg, kvm-proc, kvm-tid, kvm-kld.  Trap frames: see
+kvm_lldb_frames.py.  From lldb's ``script`` prompt or a ``command script``
+file, ``kvm_lldb.kvm()`` returns a read-only ``kvm_dbg.Kvm`` on the same dump.
 
 Finding kvm_dbg: see plugins/kvm_path.py.  $KVM_DBG_PYTHON picks the
 interpreter that runs the server.
@@ -22,6 +19,7 @@ from __future__ import annotations
 import os
 import runpy
 import shlex
+import sys
 from typing import Any, Callable, List, Optional
 
 import lldb  # type: ignore[import-not-found]
@@ -29,8 +27,13 @@ import lldb  # type: ignore[import-not-found]
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-# plugins/kvm_path.py (shared by both adapters) puts kvm_dbg on sys.path.
+# plugins/kvm_path.py (shared by both adapters) puts kvm_dbg on sys.path; this
+# directory holds kvm_lldb_frames.
 runpy.run_path(os.path.join(os.path.dirname(_HERE), "kvm_path.py"))["setup"](_HERE)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+
+import kvm_lldb_frames as frames  # noqa: E402
 
 from kvm_dbg import adapter  # noqa: E402 (needs the path above)
 from kvm_dbg.adapter import AdapterError, quote  # noqa: E402
@@ -52,19 +55,8 @@ def _run(debugger: Any, command: str, target: Any = None) -> str:
     else:
         interp.HandleCommand(command, res)
     if not res.Succeeded():
-        raise AdapterError(_lldb_error(res.GetError(), command))
+        raise AdapterError(adapter.error_line(res.GetError(), command))
     return res.GetOutput() or ""
-
-
-def _lldb_error(text: Optional[str], default: str) -> str:
-    """lldb's error text as one line, without its ``error:`` prefix."""
-    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
-    lines = [ln[len("error:"):].strip() if ln.startswith("error:") else ln for ln in lines]
-    if not lines:
-        return f"{default}: failed"
-    if lines[0].endswith(":") and len(lines) > 1:  # "expression failed to parse:" + detail
-        return f"{lines[0]} {lines[1]}"
-    return lines[0]
 
 
 def _live(proc: Any) -> bool:
@@ -133,45 +125,9 @@ def _kernel_target(debugger: Any, kernel: str) -> Any:
     error = lldb.SBError()
     target = debugger.CreateTarget(kernel, None, None, True, error)
     if not error.Success() or not target.IsValid():
-        raise AdapterError(f"{kernel}: {_lldb_error(error.GetCString(), 'not usable')}")
+        raise AdapterError(f"{kernel}: {adapter.error_line(error.GetCString(), 'not usable')}")
     debugger.SetSelectedTarget(target)
     return target
-
-
-def _load_at_link_address(debugger: Any, target: Any, module: Any) -> None:
-    """The module's sections at their link addresses (the server's AT_ENTRY
-    usually did it for the kernel)."""
-    for i in range(module.GetNumSections()):
-        section = module.GetSectionAtIndex(i)
-        if section.GetFileAddress() not in (0, lldb.LLDB_INVALID_ADDRESS):
-            if section.GetLoadAddress(target) == lldb.LLDB_INVALID_ADDRESS:
-                _run(debugger, f"target modules load --file {quote(module.GetFileSpec().fullpath)}"
-                     " --slide 0", target)
-            return
-
-
-def _swap_kernel_module(debugger: Any, target: Any, kernel: str) -> None:
-    """Where lldb cannot unwind by itself (trap frames), swap the kernel module
-    for the server's stand-in (kvm_dbg.unwindinfo): the same sections and UUID,
-    with the kernel's symbol file (symbols, DWARF) and kvm_dbg's rules as CFI.
-    lldb takes unwind rules for an address only from the module holding it."""
-    module = target.GetModuleAtIndex(0)
-    uuid = module.GetUUIDString() if module.IsValid() else ""
-    stand_in = adapter.parse_unwind_reply(_query(debugger, f"unwind-elf lldb {uuid}")) \
-        if uuid else None
-    if stand_in is None:
-        return
-    symfile = module.GetSymbolFileSpec().fullpath or kernel
-    target.RemoveModule(module)
-    image = target.AddModule(stand_in.path, None, None, symfile)
-    if not image.IsValid() or image.GetSymbolFileSpec().fullpath != symfile:
-        if image.IsValid():
-            target.RemoveModule(image)
-        target.AddModule(module)
-        _load_at_link_address(debugger, target, module)
-        raise AdapterError(f"{stand_in.path}: lldb did not take {symfile} as its symbol file")
-    _state["unwind"] = (image, module)
-    _run(debugger, f"target modules load --file {quote(stand_in.path)} --slide 0", target)
 
 
 def _quiet_quit(debugger: Any) -> None:
@@ -204,9 +160,11 @@ def _open(debugger: Any, args: List[str], out: List[str]) -> None:
         proc = target.GetProcess()
         if not proc.IsValid() or not proc.GetNumThreads():
             raise AdapterError("the debugger could not connect to the server")
-        _load_at_link_address(debugger, target, target.GetModuleAtIndex(0))
+        run = lambda command: _run(debugger, command, target)  # noqa: E731
+        frames.load_at_link_address(run, target, target.GetModuleAtIndex(0))
         try:
-            _swap_kernel_module(debugger, target, req.kernel)
+            _state["unwind"] = frames.swap_kernel_module(
+                run, lambda cmd: _query(debugger, cmd), target, req.kernel)
         except AdapterError as e:
             out.append(f"kvm-open: warning: {e}: trap frames are unwound by lldb's own "
                        "heuristics")
@@ -252,9 +210,7 @@ def _shutdown() -> None:
     if target is not None and target.IsValid():
         for m in klds.values():
             target.RemoveModule(m)
-        if swapped is not None:          # the kernel module again, for the next kvm-open
-            target.RemoveModule(swapped[0])
-            target.AddModule(swapped[1])
+        frames.restore(target, swapped)
     adapter.close_dump(_state)
 
 
@@ -275,7 +231,7 @@ def _number(text: str) -> int:
         raise AdapterError(adapter.NOT_OPEN)
     value = proc.GetSelectedThread().GetSelectedFrame().EvaluateExpression(text)
     if not value.GetError().Success():
-        raise AdapterError(_lldb_error(value.GetError().GetCString(), text))
+        raise AdapterError(adapter.error_line(value.GetError().GetCString(), text))
     return value.GetValueAsUnsigned()
 
 
