@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import re
+import struct
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,7 @@ from realdumps import REAL_DUMPS, real_dump_factory  # noqa: F401 (fixture)
 from test_gdb_plugin import Gdb, _gdb_for
 from test_lldb_plugin import PLUGIN as LLDB_PLUGIN
 from test_lldb_plugin import PROMPT as LLDB_PROMPT
-from test_lldb_plugin import Lldb, _lldb, _threads
+from test_lldb_plugin import Lldb, _lldb, _objcopy, _threads
 
 import kvm_dbg
 from kvm_dbg.debuggers import debugger_env
@@ -206,3 +208,53 @@ def test_lldb_quit_and_close_are_silent(example):
     assert "interpreter.prompt-on-quit (boolean) = true" in _quiet(p)
     p.sendline("quit")
     p.expect(pexpect.EOF, timeout=60)
+
+
+def _build_id_kernel(kernel: Path, out: Path, objcopy: str) -> Path:
+    note = out.parent / "build-id.note"
+    note.write_bytes(struct.pack("<III", 4, 20, 3) + b"GNU\0" + bytes(range(1, 21)))
+    subprocess.run([objcopy, "--add-section", f".note.gnu.build-id={note}",
+                    "--set-section-flags", ".note.gnu.build-id=alloc,readonly",
+                    str(kernel), str(out)], check=True, capture_output=True)
+    return out
+
+
+def _split_kernel(kernel: Path, out: Path, objcopy: str) -> Path:
+    """``kernel`` without DWARF, with a .gnu_debuglink to ``kernel.debug`` beside it."""
+    debug = out.parent / "kernel.debug"
+    subprocess.run([objcopy, "--only-keep-debug", str(kernel), str(debug)], check=True)
+    subprocess.run([objcopy, "--strip-debug", f"--add-gnu-debuglink={debug}", str(kernel),
+                    str(out)], check=True)
+    return out
+
+
+@pytest.mark.parametrize("variant", ["build-id", "kernel.debug"])
+def test_lldb_trap_frames_with_other_kernel_files(example, tmp_path, variant):
+    """The stand-in takes the kernel's identity however lldb computes it (build-id,
+    or the CRC a .gnu_debuglink names) and its symbol file, wherever lldb found
+    it: trap frames, names and types, and the kernel module back at kvm-close."""
+    objcopy = _objcopy()
+    if not objcopy:
+        pytest.skip("objcopy is not installed")
+    d = tmp_path / variant
+    d.mkdir()
+    kernel = (_build_id_kernel if variant == "build-id" else _split_kernel)(
+        example / "kernel", d / "kernel", objcopy)
+    symfile = kernel if variant == "build-id" else d / "kernel.debug"
+    lldb = Lldb(_lldb() or pytest.skip("lldb is not installed"))
+    try:
+        out = lldb.cmd(f"kvm-open {kernel} {example / 'vmcore.0'}")
+        assert "kvm-open" not in out, out
+        bt = lldb.cmd("bt 9")
+        assert re.search(r"frame #7: 0xffffffff80240759 kernel`calltrap \+ 89$", bt, re.M), bt
+        assert re.search(r"frame #8: 0xffffffff8024085a kernel`strlen \+ 90$", bt, re.M), bt
+        assert re.search(r'^\(const char \*\) \$0 = 0x[0-9a-f]+ "page fault"$',
+                         lldb.cmd("p panicstr"), re.M)
+        images = [ln.split()[-1] for ln in lldb.cmd("image list").splitlines() if ln.strip()]
+        assert images[0] != str(kernel) and images[0].endswith("/kernel"), images  # stand-in
+        assert images[1] == str(symfile), images              # with the kernel's symbols
+        lldb.cmd("kvm-close")
+        images = lldb.cmd("image list")
+        assert re.search(rf"0xffffffff80200000 {re.escape(str(kernel))}", images), images
+    finally:
+        lldb.quit()
