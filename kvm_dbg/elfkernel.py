@@ -37,6 +37,7 @@ EM_386, EM_MIPS, EM_PPC, EM_PPC64, EM_ARM, EM_X86_64, EM_AARCH64, EM_RISCV = \
 ARCH_OF_MACHINE = {EM_X86_64: "amd64", EM_386: "i386", EM_AARCH64: "arm64", EM_ARM: "arm",
                    EM_RISCV: "riscv", EM_PPC64: "powerpc64", EM_PPC: "powerpc",
                    EM_MIPS: "mips"}
+MACHINE_OF_ARCH = {arch: machine for machine, arch in ARCH_OF_MACHINE.items()}
 
 
 @dataclass(frozen=True)

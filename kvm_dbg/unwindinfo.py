@@ -41,6 +41,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
+from .elfkernel import MACHINE_OF_ARCH
 from .kstate import archdata
 from .kstate.archdata import ArchInfo, TrapLayout
 from .kstate.unwind import MAX_FRAMES, _lookup, _trap_sp_adjust, is_trap_function
@@ -60,9 +61,8 @@ _ARM64.update(fp=29, lr=30, sp=31, pc=32)
 
 @dataclass(frozen=True)
 class DwarfArch:
-    """ELF and DWARF numbering of one architecture."""
+    """DWARF numbering of one architecture."""
 
-    machine: int                 # e_machine
     regs: Dict[str, int]         # library register name -> DWARF number
     ra: int                      # return-address column of frame-pointer rules
     trap_ra: int                 # column holding the pc in trap-frame rules
@@ -70,9 +70,9 @@ class DwarfArch:
 
 
 DWARF_ARCHES: Dict[str, DwarfArch] = {
-    "amd64": DwarfArch(62, _X86_64, 16, 16, 8),
-    "i386": DwarfArch(3, _I386, 8, 8, 4),
-    "arm64": DwarfArch(183, _ARM64, 30, 32, 0),
+    "amd64": DwarfArch(_X86_64, 16, 16, 8),
+    "i386": DwarfArch(_I386, 8, 8, 4),
+    "arm64": DwarfArch(_ARM64, 30, 32, 0),
 }
 
 # -- rules ------------------------------------------------------------------
@@ -488,7 +488,7 @@ def build_gdb_module(arch_name: str, regions: List[Region], byteorder: str = "li
     if arch is None or d is None or not regions:
         return None
     eh = _eh_frame(arch, d, byteorder, regions)
-    return write_elf(Image(d.machine, arch.width, byteorder, ELFOSABI_FREEBSD),
+    return write_elf(Image(MACHINE_OF_ARCH[arch_name], arch.width, byteorder, ELFOSABI_FREEBSD),
                      [Section(".eh_frame", SHT_PROGBITS, 0, 0, eh, arch.width)])
 
 

@@ -86,6 +86,7 @@ def test_gdb_module_trap_and_end():
     rules = {pc: PcRules(_trap(), _trap()), end: PcRules(None, None, ends=True),
              0xFFFF_FFFF_8000_3000: PcRules(None, None)}        # plain frame: no FDE
     elf = _elf(unwindinfo.build_gdb_module("amd64", unwindinfo.gdb_regions(rules)))
+    assert elf["e_machine"] == "EM_X86_64" and elf["e_ident"]["EI_OSABI"] == "ELFOSABI_FREEBSD"
     assert not any(s["sh_flags"] & 2 for s in elf.iter_sections())       # nothing allocated
     assert elf.get_section_by_name(".symtab") is None
     trap, stop = _fdes(elf)
@@ -132,7 +133,7 @@ def test_arm64_big_endian_and_unsupported():
     rules = {0x100: PcRules(_trap(0, lay), _trap(0, lay)), 0x101: PcRules(None, None, ends=True),
              0x200: PcRules(None, None, ends=True)}
     elf = _elf(unwindinfo.build_gdb_module("arm64", unwindinfo.gdb_regions(rules), "big"))
-    assert elf.little_endian is False
+    assert elf.little_endian is False and elf["e_machine"] == "EM_AARCH64"
     fdes = _fdes(elf)
     assert [f["initial_location"] for f in fdes] == [0xFE, 0x1FE]      # overlaps dropped
     assert fdes[0].cie["return_address_register"] == 32              # the trapframe's pc
