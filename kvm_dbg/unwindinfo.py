@@ -7,10 +7,10 @@ trapframe`` (kgdb's trap-frame unwinders), and - for gdb, whose Python
 unwinders cannot say "outermost" - end a backtrace without a warning.  This
 module states, as DWARF ``.eh_frame``, what :mod:`kvm_dbg.kstate.unwind`
 does at the program counters of the dump's threads: the trap-frame step, or
-"the backtrace ends here" (return address undefined).  Trap-entry stubs get
-a CIE with the ``S`` (signal frame) augmentation: gdb shows them as
-``<signal handler called>``, as kgdb does, and both debuggers treat the
-frame they interrupted as one that was executing, not calling.
+"the backtrace ends here" (return address undefined).  For gdb, trap-entry
+stubs get a CIE with the ``S`` (signal frame) augmentation: gdb shows them as
+``<signal handler called>``, as kgdb does, and treats the frame they
+interrupted as one that was executing, not calling.
 
 One layout per debugger:
 
@@ -67,12 +67,15 @@ class DwarfArch:
     ra: int                      # return-address column of frame-pointer rules
     trap_ra: int                 # column holding the pc in trap-frame rules
     entry_cfa: int               # CFA = sp + entry_cfa at a function's first byte
+    #: lldb 16 cannot follow frame pointers here by itself (its arm64 default
+    #: plan leaves the caller's sp undefined): its stand-in states them too.
+    lldb_chains: bool = False
 
 
 DWARF_ARCHES: Dict[str, DwarfArch] = {
     "amd64": DwarfArch(_X86_64, 16, 16, 8),
     "i386": DwarfArch(_I386, 8, 8, 4),
-    "arm64": DwarfArch(_ARM64, 30, 32, 0),
+    "arm64": DwarfArch(_ARM64, 30, 32, 0, lldb_chains=True),
 }
 
 # -- rules ------------------------------------------------------------------
@@ -81,7 +84,7 @@ DWARF_ARCHES: Dict[str, DwarfArch] = {
 class Rule(NamedTuple):
     """How the caller's registers follow from a frame at one pc."""
 
-    kind: str                    # "trap", "end" or "entry"
+    kind: str                    # "trap", "chain", "chain-plain", "end" or "entry"
     adjust: int = 0              # trap: trapframe = sp + adjust
     layout: Optional[TrapLayout] = None
 
@@ -101,10 +104,10 @@ class Function(NamedTuple):
 class PcRules(NamedTuple):
     """What the library does at one pc, over every thread that visits it.
 
-    ``caller``/``inner``: the trap-frame rule when the pc is in a trap-entry
-    stub, looked up as a return address (one byte back) or as the pc of an
-    innermost or interrupted frame; None elsewhere (frame-pointer rules,
-    which the debuggers apply by themselves)."""
+    ``caller``/``inner``: its rule with the pc taken as a return address
+    (looked up one byte back) or as the pc of an innermost or interrupted
+    frame: the trap-frame step in a trap-entry stub, else the frame-pointer
+    step ("chain-plain" when the caller is a trap stub: no stop checks)."""
 
     caller: Optional[Rule]
     inner: Optional[Rule]
@@ -113,7 +116,7 @@ class PcRules(NamedTuple):
 
     @property
     def trap(self) -> bool:
-        return self.caller is not None or self.inner is not None
+        return "trap" in (self.caller and self.caller.kind, self.inner and self.inner.kind)
 
     def kind(self) -> Optional[str]:
         """What a gdb module says at this pc: "end", "trap" or nothing.  An end
@@ -124,20 +127,22 @@ class PcRules(NamedTuple):
         return "trap" if self.trap else None
 
 
-def _trap_rule(kvm: Any, arch: ArchInfo, trap_key: str, fn: Optional[Tuple[str, int]],
-               pc: int) -> Optional[Rule]:
-    if fn is None or not is_trap_function(arch, fn[0]):
+def _rule(kvm: Any, arch: ArchInfo, trap_key: str, fn: Optional[Tuple[str, int]], pc: int,
+          plain: bool) -> Optional[Rule]:
+    if fn is not None and is_trap_function(arch, fn[0]):
+        layout = arch.trap_layouts.get(trap_key) or arch.trap_layouts.get("default")
+        if layout is None:
+            return None
+        return Rule("trap", _trap_sp_adjust(kvm, arch, fn, pc), layout)
+    if arch.frame is None or arch.frame.backchain or not arch.fp:
         return None
-    layout = arch.trap_layouts.get(trap_key) or arch.trap_layouts.get("default")
-    if layout is None:
-        return None
-    return Rule("trap", _trap_sp_adjust(kvm, arch, fn, pc), layout)
+    return Rule("chain-plain" if plain else "chain")
 
 
 def collect(kvm: Any, threads: Optional[Iterable[Any]] = None) -> Dict[int, PcRules]:
     """What the library does at every pc of every thread's frames
-    (``kvm.threads()`` unless given): the trap-frame rule, whether a
-    backtrace ends there, the kernel function it is in."""
+    (``kvm.threads()`` unless given): its rule, whether a backtrace ends
+    there, the kernel function it is in."""
     arch = archdata.arch_info(kvm.arch)
     if arch is None or arch.name not in DWARF_ARCHES:
         return {}
@@ -152,19 +157,24 @@ def collect(kvm: Any, threads: Optional[Iterable[Any]] = None) -> Dict[int, PcRu
         for i, fr in enumerate(frames):
             if i + 1 == len(frames) < MAX_FRAMES:    # a real end, not the frame limit
                 ended.add(fr.pc)
+            nxt = frames[i + 1] if i + 1 < len(frames) else None
+            # The library skips its stop checks when the caller is a trap stub.
+            plain = nxt is not None and nxt.function is not None \
+                and is_trap_function(arch, nxt.function)
             depth = min(i, 1)
             at = rules.setdefault(fr.pc, {})
-            if depth in at:
+            old = at.get(depth)
+            if depth in at and not (plain and old is not None and old.kind == "chain"):
                 continue
             fn = _lookup(syms, fr.pc, depth)
-            at[depth] = _trap_rule(kvm, arch, trap_key, fn, fr.pc)
+            at[depth] = _rule(kvm, arch, trap_key, fn, fr.pc, plain)
             if fn is not None and (depth or fr.pc not in functions):
                 size = syms.size(fn[0]) if hasattr(syms, "size") else None
                 functions[fr.pc] = Function(fn[0], fn[1], size or 0)
     out = {}
     for pc, at in rules.items():
-        caller = at[1] if 1 in at else at[0]
-        inner = at[0] if 0 in at else caller
+        caller = at.get(1) or at.get(0)
+        inner = at.get(0) or caller
         out[pc] = PcRules(caller, inner, functions.get(pc), pc in ended)
     return out
 
@@ -179,8 +189,10 @@ DW_CFA_undefined = 0x07
 DW_CFA_offset_extended_sf = 0x11
 DW_CFA_def_cfa = 0x0C
 DW_CFA_val_expression = 0x16
-DW_OP_deref, DW_OP_dup, DW_OP_and, DW_OP_plus = 0x06, 0x12, 0x1A, 0x22
-DW_OP_plus_uconst, DW_OP_consts, DW_OP_bra, DW_OP_skip = 0x23, 0x11, 0x28, 0x2F
+DW_OP_deref, DW_OP_dup, DW_OP_drop, DW_OP_swap = 0x06, 0x12, 0x13, 0x16
+DW_OP_and, DW_OP_or, DW_OP_plus, DW_OP_shr = 0x1A, 0x21, 0x22, 0x25
+DW_OP_plus_uconst, DW_OP_constu, DW_OP_consts = 0x23, 0x10, 0x11
+DW_OP_eq, DW_OP_ne, DW_OP_bra, DW_OP_skip = 0x29, 0x2E, 0x28, 0x2F
 DW_OP_lit0 = 0x30
 DW_EH_PE_absptr = 0x00
 
@@ -241,6 +253,29 @@ def _entry_cfi(arch: ArchInfo, d: DwarfArch, ra: int) -> bytes:
     return out
 
 
+def _chain_cfi(arch: ArchInfo, d: DwarfArch, plain: bool) -> bytes:
+    """Frame-pointer step: CFA = fp + cfa, saved fp and return address in the frame
+    record; unless ``plain``, the return address is 0 (the chain ends) where the
+    library stops: saved fp 0 or 1, or the caller's CFA misaligned."""
+    rec, ws = arch.frame, arch.width
+    assert rec is not None and arch.fp
+    fp, da = d.regs[arch.fp], -ws
+    # the caller's sp is the CFA: the debugger's default, not stated
+    out = bytes([DW_CFA_def_cfa]) + uleb(fp) + uleb(rec.cfa)
+    out += _offset(fp, rec.saved_fp - rec.cfa, da)
+    if plain:
+        return out + _offset(d.ra, rec.ret - rec.cfa, da)
+    # stack: CFA
+    saved = bytes([DW_OP_dup]) + _at_cfa(rec.saved_fp - rec.cfa) + bytes([DW_OP_deref])
+    bad = (saved                                               # CFA saved
+           + bytes([DW_OP_dup, DW_OP_lit0 + 1, DW_OP_shr, DW_OP_lit0, DW_OP_eq])
+           + bytes([DW_OP_swap]) + _at_cfa(rec.cfa)            # CFA bad1 saved+cfa
+           + bytes([DW_OP_constu]) + uleb(rec.align - 1)
+           + bytes([DW_OP_and, DW_OP_lit0, DW_OP_ne, DW_OP_or]))  # CFA bad
+    ret = _at_cfa(rec.ret - rec.cfa) + bytes([DW_OP_deref])
+    return out + _val_expr(d.ra, _if_else(bad, bytes([DW_OP_drop, DW_OP_lit0]), ret))
+
+
 def _trap_cfi(arch: ArchInfo, d: DwarfArch, rule: Rule) -> bytes:
     """Trap-frame step: CFA = sp + adjust + size; every register of
     ``struct trapframe`` saved at its slot."""
@@ -275,6 +310,8 @@ def _cfi(arch: ArchInfo, d: DwarfArch, rule: Rule, ra: int) -> bytes:
         return _trap_cfi(arch, d, rule)
     if rule.kind == "end":
         return _end_cfi(arch, d, ra)
+    if rule.kind in ("chain", "chain-plain"):
+        return _chain_cfi(arch, d, rule.kind == "chain-plain")
     return _entry_cfi(arch, d, ra)
 
 
@@ -294,6 +331,14 @@ class Region(NamedTuple):
     signal: bool
 
 
+def _rules_of(r: PcRules, trap: bool) -> Tuple[Optional[Rule], Optional[Rule]]:
+    """(caller, inner) rules of one family: trap-frame steps or frame-pointer
+    steps (one CIE per FDE: on arm64 they use different return columns)."""
+    keep = [x if x is not None and (x.kind == "trap") == trap else None
+            for x in (r.caller, r.inner)]
+    return keep[0] or keep[1], keep[1] or keep[0]
+
+
 def gdb_regions(rules: Dict[int, PcRules]) -> List[Region]:
     """A ``[pc-2, pc+1)`` FDE per pc whose :meth:`PcRules.kind` is set."""
     out = []
@@ -301,38 +346,45 @@ def gdb_regions(rules: Dict[int, PcRules]) -> List[Region]:
         kind = r.kind()
         if kind is None or pc < BEFORE:
             continue
-        if kind == "end":
-            caller = inner = END
-        else:
-            caller, inner = r.caller or r.inner, r.inner or r.caller
+        caller, inner = (END, END) if kind == "end" else _rules_of(r, True)
         rows = ((pc - BEFORE, caller if kind == "trap" else ENTRY), (pc - 1, caller),
                 (pc, inner))
         out.append(Region(pc - BEFORE, pc + AFTER, rows, r.trap))
     return _no_overlaps(out)
 
 
-def lldb_regions(rules: Dict[int, PcRules],
-                 covered: Callable[[int], bool]) -> List[Region]:
-    """One FDE per trap-entry stub the kernel's sections hold (``covered``):
-    from its first byte to its end (or its last visited pc)."""
+def lldb_regions(rules: Dict[int, PcRules], covered: Callable[[int], bool],
+                 chains: bool = False) -> List[Region]:
+    """One FDE per kernel function the kernel's sections hold (``covered``),
+    from its first byte to its end (or its last visited pc): every trap-entry
+    stub, and with ``chains`` every function of a frame (lldb's own
+    frame-pointer unwinding fails on the architecture)."""
     by_fn: Dict[Function, List[Tuple[int, PcRules]]] = {}
     for pc, r in sorted(rules.items()):
-        if r.trap and r.function is not None and covered(r.function.start) and covered(pc):
-            by_fn.setdefault(r.function, []).append((pc, r))
+        fn = r.function
+        if (r.trap or chains) and fn is not None and covered(fn.start) and covered(pc):
+            by_fn.setdefault(fn, []).append((pc, r))
     out = []
     for fn, pcs in by_fn.items():
         end = max(pcs[-1][0] + AFTER, fn.start + fn.size)
-        # The trap rule holds everywhere in a stub (its first byte may differ:
-        # fork_trampoline before it ever ran).
-        inside = next((r.caller for pc, r in pcs if r.caller and pc - 1 > fn.start),
-                      pcs[0][1].caller or pcs[0][1].inner)
-        rows: Dict[int, Optional[Rule]] = {fn.start: inside, fn.start + 1: inside}
-        for pc, r in pcs:
-            rows[pc - 1] = r.caller or r.inner
-            rows[pc] = r.inner or r.caller
+        trap = any(r.trap for _pc, r in pcs)
+        steps = [(pc, _rules_of(r, trap)) for pc, r in pcs]
+        if trap:
+            # The trap rule holds everywhere in a stub (its first byte may
+            # differ: fork_trampoline before it ever ran).
+            first = next((c for pc, (c, _i) in steps if c and pc - 1 > fn.start),
+                         steps[0][1][0])
+            rows: Dict[int, Optional[Rule]] = {fn.start: first, fn.start + 1: first}
+        else:
+            rows = {fn.start: ENTRY}
+        for pc, (caller, inner) in steps:
+            rows[pc - 1] = caller
+            rows[pc] = inner
         kept = tuple(sorted((a, rule) for a, rule in rows.items()
                             if fn.start <= a < end and rule is not None))
-        out.append(Region(fn.start, end, kept, True))
+        # No "S" augmentation: above a frame lldb takes for a trap handler, a pc
+        # of 0 (the trapframe of a thread that never ran) would be one more frame.
+        out.append(Region(fn.start, end, kept, False))
     return _no_overlaps(out)
 
 
@@ -524,9 +576,12 @@ def write_unwind_elf(kvm: Any, path: str, debugger: str, uuid: bytes = b""
                      ) -> Dict[int, str]:
     """Write ``kvm``'s unwind module for ``debugger`` to ``path``: for "gdb"
     :func:`build_gdb_module`, for "lldb" :func:`build_lldb_image` (``uuid``:
-    lldb's for the kernel's symbol file).  ``{pc: kind}`` ("end" or
-    "trap") of the pcs it describes; empty when there is nothing to say (no
-    file written)."""
+    lldb's for the kernel's symbol file).  ``{pc: kind}`` of the pcs it
+    describes ("end", "trap", or the frame-pointer rule); empty when there
+    is nothing to say (no file written)."""
+    d = DWARF_ARCHES.get(kvm.arch)
+    if d is None:
+        return {}
     rules = collect(kvm)
     if debugger == "gdb":
         regions = gdb_regions(rules)
@@ -541,7 +596,7 @@ def write_unwind_elf(kvm: Any, path: str, debugger: str, uuid: bytes = b""
         def covered(pc: int) -> bool:
             return any(s.addr <= pc < s.addr + s.size for s in sections)
 
-        regions = lldb_regions(rules, covered)
+        regions = lldb_regions(rules, covered, d.lldb_chains)
         data = build_lldb_image(kvm.arch, regions, kernel, uuid)
     if data is None:
         return {}
@@ -551,6 +606,7 @@ def write_unwind_elf(kvm: Any, path: str, debugger: str, uuid: bytes = b""
     out = {}
     for pc, r in rules.items():
         i = bisect.bisect_right(starts, pc) - 1
-        if i >= 0 and pc < regions[i].end and r.kind() is not None:
-            out[pc] = r.kind()
+        kind = r.kind() or (r.caller.kind if r.caller else None)
+        if i >= 0 and pc < regions[i].end and kind is not None:
+            out[pc] = kind
     return out

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List
 
+import fixturegen
 import pytest
+from fixturegen.kernelstate import default_spec
 from realdumps import REAL_DUMPS, real_dump_factory  # noqa: F401 (fixture)
 from test_gdb_plugin import Gdb, _gdb_for
 from test_lldb_plugin import PLUGIN as LLDB_PLUGIN
@@ -32,7 +34,10 @@ from kvm_dbg.kstate.unwind import is_trap_function
 pexpect = pytest.importorskip("pexpect")
 
 SIGNAL = "<signal handler called>"
-DUMPS = ["example"] + REAL_DUMPS
+#: the bundled example, the real dumps, and generated i386/arm64 dumps with trap frames
+DUMPS = ["example"] + REAL_DUMPS + ["fixture-i386", "fixture-arm64"]
+#: lldb checks that an arm64 pc is 4-byte aligned: the generator's are not
+LLDB_DUMPS = [d for d in DUMPS if d != "fixture-arm64"]
 
 
 @dataclass
@@ -44,10 +49,14 @@ class Case:
     frames: Dict[int, List[tuple]]
 
 
-@pytest.fixture(params=DUMPS)
-def case(request, example, real_dump_factory) -> Case:  # noqa: F811
+@pytest.fixture
+def case(request, example, real_dump_factory, tmp_path) -> Case:  # noqa: F811
     if request.param == "example":
         kernel, core, arch = str(example / "kernel"), str(example / "vmcore.0"), "amd64"
+    elif request.param.startswith("fixture-"):
+        arch = request.param.split("-", 1)[1]
+        fx = fixturegen.build(arch, "minidump", 2, str(tmp_path), kstate=default_spec(arch))
+        kernel, core = fx.kernel_path, fx.core_path
     else:
         dump = real_dump_factory(request.param)
         kernel, core, arch = dump.kernel, dump.core, dump.arch
@@ -69,6 +78,7 @@ GDB_PCS = ("python exec(\"for t in sorted(gdb.selected_inferior().threads(), key
            "\\n print('pcs', t.ptid[1], ' '.join(hex(p) for p in pcs))\")")
 
 
+@pytest.mark.parametrize("case", DUMPS, indirect=True)
 def test_gdb_backtraces(case):
     exe = _gdb_for(case.arch)
     if not exe:
@@ -106,6 +116,7 @@ def test_gdb_backtraces(case):
 LLDB_FRAME = re.compile(r"^\s*\*?\s*frame #(\d+): (0x[0-9a-f]+)(.*)$")
 
 
+@pytest.mark.parametrize("case", LLDB_DUMPS, indirect=True)
 def test_lldb_backtraces(case):
     exe = _lldb()
     if not exe:

@@ -8,7 +8,9 @@ import io
 import struct
 import zlib
 
+import fixturegen
 import pytest
+from fixturegen.kernelstate import default_spec
 from realdumps import REAL_DUMPS, real_dump_factory  # noqa: F401 (fixture)
 
 import kvm_dbg
@@ -181,7 +183,8 @@ def test_lldb_image(example, uuid):
     names = {fn.start: fn.name for fn in stubs}
     assert set(names.values()) >= {"calltrap", "nmi_calltrap", "fork_trampoline"}
     for f in fdes:
-        assert b"S" in f.cie.header["augmentation"], names[f["initial_location"]]
+        # no signal frames for lldb: it would take a pc of 0 above one for a frame
+        assert b"S" not in f.cie.header["augmentation"], names[f["initial_location"]]
         for row in f.get_decoded().table:
             assert (row["cfa"].reg, row["cfa"].offset - AMD64_TRAP.size) in ((7, 0), (7, 8))
 
@@ -227,3 +230,31 @@ def test_collect_real_dump(real_dump_factory, name):  # noqa: F811
 def test_end_rule_is_not_a_trap():
     assert END.kind == "end" and PcRules(None, None, Function("f", 0, 0), True).kind() == "end"
     assert PcRules(_trap(), None).kind() == "trap" and PcRules(None, None).kind() is None
+
+
+def test_lldb_arm64_states_frame_pointer_steps(tmp_path):
+    """lldb 16's arm64 default plan leaves the caller's sp undefined, so its own
+    frame-pointer unwinding stops at frame 1: on arm64 the stand-in describes
+    every function of a frame, with the library's frame-pointer step."""
+    fx = fixturegen.build("arm64", "minidump", 2, str(tmp_path), kstate=default_spec("arm64"))
+    with kvm_dbg.open(fx.kernel_path, fx.core_path) as kvm:
+        rules = unwindinfo.collect(kvm)
+        sections = unwindinfo.kernel_sections(kvm.kernel)
+
+        def covered(pc: int) -> bool:
+            return any(s.addr <= pc < s.addr + s.size for s in sections)
+        regions = unwindinfo.lldb_regions(rules, covered, chains=True)
+        functions = {f.function for t in kvm.threads() for f in t.frames()}
+        elf = _elf(unwindinfo.build_lldb_image("arm64", regions, kvm.kernel, b"\1\2\3\4"))
+        starts = {kvm.kernel.lookup(name): name for name in functions}
+    fdes = {f["initial_location"]: f for f in _fdes(elf)}
+    assert set(fdes) == set(starts)
+    for start, f in fdes.items():
+        rows = f.get_decoded().table
+        kinds = {row["cfa"].reg for row in rows[1:]}
+        if f.cie["return_address_register"] == 30:          # a frame-pointer function
+            assert kinds == {29}, starts[start]             # CFA = fp + 16
+            assert (rows[0]["cfa"].reg, rows[0]["cfa"].offset) == (31, 0)   # entry: sp
+        else:                                               # a trap stub: pc column 32
+            assert starts[start].startswith("handle_") or starts[start] == "fork_trampoline"
+    assert unwindinfo.lldb_regions(rules, covered) != regions     # without chains: stubs only
