@@ -193,22 +193,6 @@ class PhysIndex:
         w = struct.unpack_from(self._wfmt, self.mm, self.bitmap_off + (bit >> sh << sh >> 3))[0]
         return bool(w >> (bit & ((1 << sh) - 1)) & 1)
 
-    def offset_of_bit(self, bit: int) -> Optional[int]:
-        """File offset of the page for a set bit; None if clear or past EOF."""
-        if not 0 <= bit < self.nbits:
-            return None
-        sh = self._wshift
-        wi = bit >> sh
-        word = struct.unpack_from(self._wfmt, self.mm, self.bitmap_off + (wi << sh >> 3))[0]
-        b = bit & ((1 << sh) - 1)
-        if not word >> b & 1:
-            return None
-        rank = self._block(wi >> _BLOCK_SHIFT)[wi & (_BLOCK - 1)]
-        off = self.sparse + (rank + _popcount(word & ((1 << b) - 1))) * self.page
-        if off >= self.core.size:
-            return None          # truncated dump: the page never made it to disk
-        return off
-
     def _make_find(self) -> Callable[[int], Optional[int]]:
         """Build ``find`` as a closure over locals: it is the hot path of every
         uncached read, so no attribute lookups and no helper calls."""
