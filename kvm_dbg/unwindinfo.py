@@ -709,9 +709,18 @@ def build_lldb_image(arch_name: str, regions: List[Region], kernel: Any, uuid: b
                            ident.entry, ident.flags), sections)
 
 
+#: a kernel's own CFI sections: the stand-in's .eh_frame takes their place (two
+#: sections of one name, one of them empty, would leave lldb reading either)
+KERNEL_CFI = (".eh_frame", ".eh_frame_hdr")
+
+
 def kernel_sections(kernel: Any) -> List[Any]:
-    """The kernel's allocated sections (what a debugger loads)."""
-    return [s for s in kernel.sections if s.flags & SHF_ALLOC and s.size and s.name]
+    """The kernel's allocated sections (what a debugger loads), but its own
+    ``.eh_frame``: the stand-in's rules for the frames the dump has replace it
+    (a ``.debug_frame`` is not allocated: lldb still reads it from the
+    kernel's symbol file)."""
+    return [s for s in kernel.sections
+            if s.flags & SHF_ALLOC and s.size and s.name and s.name not in KERNEL_CFI]
 
 
 def _moved(regions: List[Region], delta: int) -> List[Region]:

@@ -31,6 +31,11 @@ def test_kernel_file(example, tmp_path):
     big.write_bytes(b"\x7fELF\x02\x02\x01\x09" + bytes(8) + struct.pack(">HH", 2, 21)
                     + bytes(44))
     assert adapter.kernel_file(str(big)) == ("powerpc64", "big")
+    for cls, arch in ((1, "mips"), (2, "mips64")):      # n64: the 64-bit MIPS tables
+        mips = tmp_path / f"mips{cls}"
+        mips.write_bytes(b"\x7fELF" + bytes([cls, 2, 1, 9]) + bytes(8)
+                         + struct.pack(">HH", 2, 8) + bytes(44))
+        assert adapter.kernel_file(str(mips)) == (arch, "big")
     text = tmp_path / "notes.txt"
     text.write_text("hello")
     with pytest.raises(AdapterError, match=f"^{text}: kernel is not an ELF file$"):
@@ -193,3 +198,23 @@ def test_cached_facts_follow_the_symbol_files():
 def test_unsupported_arch():
     with pytest.raises(AdapterError, match="no unwinding rules"):
         FrameUnwinder("vax", "little", {}, {})
+
+
+def test_frame_unwinder_on_mips():
+    """o32: the caller of a PCB inside savectx is ``ra`` (read too); gdb holds
+    KSEG0 addresses sign-extended and names registers by their ABI names."""
+    u = FrameUnwinder("mips", "big", {}, adapter.register_names("mips"))
+    assert u.wanted == ("pc", "sp", "s8", "ra")
+    assert (u.names["sp"], u.names["s8"], u.names["ra"]) == ("sp", "s8", "ra")
+    asked = []
+
+    def render(addr: int) -> str:
+        asked.append(addr)
+        return "0xffffffff80140024 <savectx+36>"
+    assert u.function_at(0x80140024, render) == ("savectx", 0x80140000)
+    assert asked == [0xFFFFFFFF80140024]
+    step = u.step({"pc": 0x80140024, "sp": 0xC1007CF0, "s8": 7, "ra": 0x80141B44}, 0,
+                  lambda a, n: None, lambda pc: ("savectx", 0x80140000))
+    assert step.caller == {"pc": 0x80141B44, "sp": 0xC1007CF0, "s8": 7}
+    assert FrameUnwinder("mips64", "big", {}, adapter.register_names("mips64")).mask == \
+        (1 << 64) - 1

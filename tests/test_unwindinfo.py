@@ -258,3 +258,28 @@ def test_lldb_arm64_states_frame_pointer_steps(tmp_path):
         else:                                               # a trap stub: pc column 32
             assert starts[start].startswith("handle_") or starts[start] == "fork_trampoline"
     assert unwindinfo.lldb_regions(rules, covered) != regions     # without chains: stubs only
+
+
+def test_lldb_image_leaves_the_kernels_own_eh_frame_out(example, tmp_path):
+    """A kernel with an allocated .eh_frame: the stand-in's own .eh_frame is its only
+    one (lldb would read either of two), the kernel's other sections are all there."""
+    import shutil
+    import subprocess
+    objcopy = shutil.which("objcopy")
+    assert objcopy, "objcopy is not installed (binutils)"
+    cfi = tmp_path / "cfi"
+    cfi.write_bytes(bytes(64))
+    kernel = tmp_path / "kernel"
+    subprocess.run([objcopy, "--add-section", f".eh_frame={cfi}", "--set-section-flags",
+                    ".eh_frame=alloc,readonly", "--change-section-address",
+                    ".eh_frame=0xffffffff81000000", str(example / "kernel"), str(kernel)],
+                   check=True, capture_output=True)
+    image = kvm_dbg.elfkernel.KernelImage(str(kernel))
+    assert any(s.name == ".eh_frame" and s.flags & 2 for s in image.sections)
+    pc = 0xFFFFFFFF80240759
+    rules = {pc: PcRules(_trap(), _trap(), Function("calltrap", pc - 89, 0x100))}
+    regions = unwindinfo.lldb_regions(rules, lambda p: True)
+    elf = _elf(unwindinfo.build_lldb_image("amd64", regions, image, b"\1\2\3\4"))
+    assert [s.name for s in elf.iter_sections()].count(".eh_frame") == 1
+    assert elf.get_section_by_name(".eh_frame")["sh_type"] == "SHT_PROGBITS"
+    assert {s.name for s in elf.iter_sections()} >= {".text", ".data", ".rodata"}
