@@ -249,11 +249,6 @@ class KernelImage:
         hit = self._symbols().get(name)
         return (hit[2] or None) if hit else None
 
-    def functions(self) -> List[Tuple[int, int, str]]:
-        """(start, size, name) of every code symbol, by address."""
-        self._symbols()
-        return list(self._code[1])
-
     def function_at(self, pc: int) -> Optional[Tuple[str, int]]:
         """(name, start) of the code symbol containing ``pc``: the nearest
         below, bounded by its size when it has one."""
