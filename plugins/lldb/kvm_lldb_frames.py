@@ -1,14 +1,14 @@
 """kvm_dbg for lldb: the frames of the open dump (part of kvm_lldb.py).
 
-lldb unwinds kernel frames by itself (kvm_dbg's frame-pointer rules are
-LLDB's generic ones) except trap frames, whose caller's registers sit in a
-``struct trapframe``.  lldb takes unwind rules for an address only from the
-module whose section holds it, so where the dump has trap frames the kernel
+On amd64 and i386 lldb unwinds kernel frames by itself (kvm_dbg's
+frame-pointer rules are LLDB's generic ones) except trap frames, whose
+caller's registers sit in a ``struct trapframe``; on arm64, arm, powerpc and
+MIPS it cannot unwind a kernel without CFI at all.  lldb takes unwind rules
+for an address only from the module whose section holds it, so the kernel
 module is swapped for the server's stand-in (kvm_dbg.unwindinfo): the same
-sections and UUID, the kernel's symbol file (symbols, DWARF), and the
-library's trap-frame rules as .eh_frame.  :func:`restore` puts the kernel
-module back.
-"""
+sections, ELF identity and UUID, the kernel's symbol file (symbols, DWARF),
+and the library's rules as .eh_frame, loaded where the kernel is (its
+kvm_kerndisp slide).  :func:`restore` puts the kernel module back."""
 
 from __future__ import annotations
 
