@@ -5,7 +5,7 @@ inside gdb (wall clock, server start and connection included) on:
 the largest benchmark dump (4 GiB amd64 minidump, built by bench_read.py's
 ``build``), the real dumps (``--real-dir`` with kernel-<arch> and vmcore-*
 files, e.g. as prepared by tests/realdumps.py), and a 2,000-thread dump from
-``tests/fixturegen/kernelstate.build_threads`` when that exists.  Targets:
+``tests/fixturegen/kernelstate.build_threads``.  Targets:
 kvm-open < 2 s, info threads (2,000 threads) < 2 s.
 
     python benchmarks/bench_gdb.py [--dir DIR] [--real-dir DIR] [--repeat 3]
@@ -89,25 +89,17 @@ def large_dump(bench_dir: str) -> Optional[tuple]:
     return build(args)
 
 
-def thread_dump(tmp: str, nthreads: int) -> Tuple[Optional[tuple], str]:
-    """((kernel, core), "") or (None, why not)."""
-    try:
-        from fixturegen.kernelstate import build_threads  # type: ignore[import-not-found]
-    except ImportError:
-        return None, "tests/fixturegen/kernelstate.build_threads is not available yet"
+def thread_dump(tmp: str, nthreads: int) -> Tuple[str, str]:
+    """(kernel, core) of a generated dump with ``nthreads`` threads."""
+    from fixturegen.kernelstate import build_threads  # type: ignore[import-not-found]
+
     import kvm_dbg
-    try:
-        fx = build_threads(tmp, nthreads=nthreads)
-        kd = kvm_dbg.open(fx.kernel_path, fx.core_path)
-        try:
-            got = len(kd.threads())
-        finally:
-            kd.close()
-    except Exception as e:  # the generator is still being written
-        return None, f"build_threads failed: {type(e).__name__}: {e}"
+    fx = build_threads(tmp, nthreads=nthreads)
+    with kvm_dbg.open(fx.kernel_path, fx.core_path) as kd:
+        got = len(kd.threads())
     if got < nthreads:
-        return None, f"build_threads gave a dump with {got} threads"
-    return (fx.kernel_path, fx.core_path), ""
+        raise RuntimeError(f"build_threads gave a dump with {got} threads, not {nthreads}")
+    return fx.kernel_path, fx.core_path
 
 
 def main() -> None:
@@ -130,12 +122,9 @@ def main() -> None:
             if kern.exists() and exe and core.suffix == "":
                 report(core.name, exe, str(kern), str(core), args.repeat, {"open": 2.0})
     with tempfile.TemporaryDirectory() as tmp:
-        td, why = thread_dump(tmp, args.nthreads)
-        if td is None:
-            print(f"{args.nthreads}-thread dump: PENDING ({why})")
-        else:
-            report(f"{args.nthreads}-thread dump", gdb, td[0], td[1], args.repeat,
-                   {"open": 2.0, "threads": 2.0})
+        kernel, core = thread_dump(tmp, args.nthreads)
+        report(f"{args.nthreads}-thread dump", gdb, kernel, core, args.repeat,
+               {"open": 2.0, "threads": 2.0})
 
 
 if __name__ == "__main__":

@@ -30,8 +30,14 @@ STB_GLOBAL, STB_WEAK = 1, 2
 # a.out nlist type codes (kvm_nlist's n_type).
 N_UNDF, N_EXT, N_ABS, N_TEXT, N_DATA, N_BSS, N_FN = 0x0, 0x1, 0x2, 0x4, 0x6, 0x8, 0x1F
 
-MACHINES = {3: "EM_386", 8: "EM_MIPS", 20: "EM_PPC", 21: "EM_PPC64", 40: "EM_ARM",
-            62: "EM_X86_64", 183: "EM_AARCH64", 243: "EM_RISCV"}
+# ELF e_machine of each architecture kvm_dbg reads, and the library's name for it
+# (Kvm.arch, kvm_dbg.kstate.archdata): the one place this mapping lives.
+EM_386, EM_MIPS, EM_PPC, EM_PPC64, EM_ARM, EM_X86_64, EM_AARCH64, EM_RISCV = \
+    3, 8, 20, 21, 40, 62, 183, 243
+ARCH_OF_MACHINE = {EM_X86_64: "amd64", EM_386: "i386", EM_AARCH64: "arm64", EM_ARM: "arm",
+                   EM_RISCV: "riscv", EM_PPC64: "powerpc64", EM_PPC: "powerpc",
+                   EM_MIPS: "mips"}
+MACHINE_OF_ARCH = {arch: machine for machine, arch in ARCH_OF_MACHINE.items()}
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,24 @@ def read_ident(data: bytes, what: str) -> ElfIdent:
         entry, = struct.unpack_from(e + "Q", data, 24)
         flags, = struct.unpack_from(e + "I", data, 48)
     return ElfIdent(cls, order, etype, machine, flags, entry, data[7])
+
+
+def read_ident_file(path: str) -> ElfIdent:
+    """The ELF header of the file at ``path``; KvmError naming it otherwise."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as e:
+        raise syserr(path, e.errno or errno.EIO, path=path) from None
+    try:
+        return read_ident(head, "kernel")
+    except KvmError as e:
+        raise KvmError(e.message, path=path) from None
+
+
+def arch_of_machine(machine: int) -> Optional[str]:
+    """The library's architecture name for an ELF e_machine (None: unsupported)."""
+    return ARCH_OF_MACHINE.get(machine)
 
 
 @dataclass(frozen=True)
@@ -224,11 +248,6 @@ class KernelImage:
         """``st_size`` of a symbol (None if unknown or zero)."""
         hit = self._symbols().get(name)
         return (hit[2] or None) if hit else None
-
-    def functions(self) -> List[Tuple[int, int, str]]:
-        """(start, size, name) of every code symbol, by address."""
-        self._symbols()
-        return list(self._code[1])
 
     def function_at(self, pc: int) -> Optional[Tuple[str, int]]:
         """(name, start) of the code symbol containing ``pc``: the nearest

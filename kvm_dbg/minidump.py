@@ -202,22 +202,6 @@ class PhysIndex:
         w = struct.unpack_from(self._wfmt, self.mm, self.bitmap_off + (bit >> sh << sh >> 3))[0]
         return bool(w >> (bit & ((1 << sh) - 1)) & 1)
 
-    def offset_of_bit(self, bit: int) -> Optional[int]:
-        """File offset of the page for a set bit; None if clear or past EOF."""
-        if not 0 <= bit < self.nbits:
-            return None
-        sh = self._wshift
-        wi = bit >> sh
-        word = struct.unpack_from(self._wfmt, self.mm, self.bitmap_off + (wi << sh >> 3))[0]
-        b = bit & ((1 << sh) - 1)
-        if not word >> b & 1:
-            return None
-        rank = self._block(wi >> _BLOCK_SHIFT)[wi & (_BLOCK - 1)]
-        off = self.sparse + (rank + _popcount(word & ((1 << b) - 1))) * self.page
-        if off >= self.core.size:
-            return None          # truncated dump: the page never made it to disk
-        return off
-
     def _make_lookups(self) -> Tuple[Callable[[int], Optional[int]],
                                      Callable[[int, int], Optional[Tuple[int, int]]]]:
         """Build ``find`` and ``span`` as closures over locals: they are the hot

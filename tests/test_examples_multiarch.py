@@ -38,6 +38,8 @@ from kldwarn import other_warnings
 import kvm_dbg
 from kvm_dbg.cli import main as kvm_dbg_main
 from kvm_dbg.debuggers import debugger_env
+from kvm_dbg.kstate.archdata import arch_info
+from kvm_dbg.kstate.unwind import is_trap_function
 from kvm_dbg.rsp.regs import regset_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,6 +53,9 @@ MACHINES = {"amd64": "EM_X86_64", "i386": "EM_386", "arm64": "EM_AARCH64", "arm"
             "riscv": "EM_RISCV", "powerpc64": "EM_PPC64", "powerpc": "EM_PPC",
             "mips": "EM_MIPS"}
 TIMEOUT = 300
+#: where gdb still ends backtraces with "Backtrace stopped" (none: every
+#: architecture's unwind module marks the ends of backtraces as outermost)
+GDB_BACKTRACE_STOPPED: Tuple[str, ...] = ()
 
 
 def _load_build():
@@ -201,14 +206,34 @@ def _gdb(ex: Example, cmds: List[str]) -> Dict[str, str]:
     return dict(s.split("\n", 1) for s in out.split("@@ ")[1:])
 
 
+#: gdb shows a trap-entry stub's frame as kgdb does (a signal frame: no pc, no name)
+SIGNAL = "<signal handler called>"
+#: every frame of every thread as gdb's Python API sees it: "frame TID PC NAME"
+GDB_FRAMES = ("python exec(\"for t in sorted(gdb.selected_inferior().threads(), "
+              "key=lambda t: t.num):\\n t.switch(); f = gdb.newest_frame()"
+              "\\n while f is not None: print('frame', t.ptid[1], hex(f.pc()), f.name());"
+              " f = f.older()\")")
+
+
 def _gdb_threads(text: str) -> Dict[int, List[Tuple[int, str]]]:
-    """``thread apply all bt`` -> {tid: [(pc, function)]}."""
+    """``thread apply all bt`` -> {tid: [(pc, function)]}; a signal frame is
+    (None, SIGNAL)."""
     out: Dict[int, List[Tuple[int, str]]] = {}
     for block in re.split(r"\n(?=Thread \d+ \(Thread )", text):
         m = re.match(r"Thread \d+ \(Thread (\d+) ", block)
         if m:
-            out[int(m.group(1))] = [(int(pc, 16), fn) for pc, fn in re.findall(
-                r"^#\d+\s+(0x[0-9a-f]+) in (\S+) \(\)", block, re.M)]
+            out[int(m.group(1))] = [(int(pc, 16), fn) if pc else (None, SIGNAL)
+                                    for pc, fn in re.findall(
+                r"^#\d+\s+(?:(0x[0-9a-f]+) in (\S+) \(\)|<signal handler called>)",
+                block, re.M)]
+    return out
+
+
+def _gdb_frames(text: str, width: int) -> Dict[int, List[Tuple[int, str]]]:
+    """GDB_FRAMES' output -> {tid: [(pc, function)]}."""
+    out: Dict[int, List[Tuple[int, str]]] = {}
+    for tid, pc, name in re.findall(r"^frame (\d+) (0x[0-9a-f]+) (\S+)$", text, re.M):
+        out.setdefault(int(tid), []).append((int(pc, 16) & ((1 << (8 * width)) - 1), name))
     return out
 
 
@@ -234,7 +259,8 @@ def test_gdb_multiarch_session(ex):
     cmds += ["print *allproc.lh_first->p_threads.tqh_first", "print *msgbufp",
              f"p/x ((struct trapframe *){tf:#x})->{tf_field(f.pc)}",
              f"p/x ((struct trapframe *){tf:#x})->{tf_field(f.fp)}",
-             f"p/x ((struct pcb *)&dumppcb)->{pcb_field(f.sp)}", "print panicstr"]
+             f"p/x ((struct pcb *)&dumppcb)->{pcb_field(f.sp)}", "print panicstr",
+             GDB_FRAMES]                           # (last: it switches threads)
     out = _gdb(ex, cmds)
     # kvm-open: the crashed thread, stopped in its PCB's frame
     top = re.search(r"^#0\s+(0x[0-9a-f]+) in (\S+) ", out["kvm-open"], re.M)
@@ -245,8 +271,16 @@ def test_gdb_multiarch_session(ex):
     assert lines[0].startswith("*")
     bts = _gdb_threads(out["thread apply all bt"])
     assert set(bts) == {t.tid for t in k.threads}
+    info = arch_info(ex.arch, f.w)
+    frames = _gdb_frames(next(v for c, v in out.items() if c.startswith("python")), f.w)
+    bt = out["thread apply all bt"]
+    assert "Backtrace stopped" not in bt or ex.arch in GDB_BACKTRACE_STOPPED, bt
     for t in k.threads:
-        assert bts[t.tid] == list(zip(t.backtrace, t.functions)), t.name
+        want = list(zip(t.backtrace, t.functions))
+        assert frames[t.tid] == want, t.name              # every frame: pc and name
+        # as kgdb shows them: trap-entry stubs as signal frames
+        assert bts[t.tid] == [(None, SIGNAL) if is_trap_function(info, fn) else (pc, fn)
+                              for pc, fn in want], t.name
     for r in regs:
         got = re.search(r"= (0x[0-9a-f]+)", out[f"p/x ${names[r]}"])
         assert got and int(got.group(1), 16) == crashed.registers[r], (r, out[f"p/x ${names[r]}"])
@@ -292,9 +326,11 @@ def _lldb_threads(listing: str, text: str) -> Dict[int, List[Tuple[int, str]]]:
             tid = tids[int(m.group(1))]
             out[tid] = []
             continue
-        m = re.match(r"^\s+[* ]? ?frame #\d+: (0x[0-9a-f]+) \S+`(\w+)", line)
+        m = re.match(r"^\s+[* ]? ?frame #\d+: (0x[0-9a-f]+) (\S+)`(\w+)", line)
         if m and tid is not None:
-            out[tid].append((int(m.group(1), 16), m.group(2)))
+            # the kernel's own module names every frame (issue 14: never kvm_dbg's)
+            assert m.group(2) == "kernel", line
+            out[tid].append((int(m.group(1), 16), m.group(3)))
     return out
 
 
@@ -324,6 +360,7 @@ def _check_lldb_common(ex: Example, out: Dict[str, str]) -> None:
 def test_lldb_session(ex):
     out = _lldb_session(ex)
     _check_lldb_common(ex, out)
+    assert "kernel.unwind" not in out["bt all"] and "unwind" not in out["bt all"]
     bts = _lldb_threads(out["thread list"], out["bt all"])
     assert set(bts) == {t.tid for t in ex.k.threads}
     for t in ex.k.threads:

@@ -170,7 +170,7 @@ def test_commands_and_errors(real_dump_factory, lldb_session, tmp_path):  # noqa
     dump = real_dump_factory("vmcore-amd64-minidump")
     lldb = lldb_session()
     help_text = lldb.cmd("help kvm-open")
-    assert "kvm-open [-w] [KERNEL] CORE" in help_text and "crash dump" in help_text
+    assert OPEN_USAGE[len("usage: "):] in help_text and "crash dump" in help_text
     assert "kvm-tid TID|THREAD-ADDRESS" in lldb.cmd("help kvm-tid")
     # errors before anything is open: one line each, no traceback
     out = lldb.cmd("kvm-open /nonexistent/kernel /nonexistent/core").strip()

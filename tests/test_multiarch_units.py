@@ -198,41 +198,109 @@ def _fde_rows(data: bytes) -> list:
             if type(e).__name__ == "FDE"]
 
 
-def test_unwind_module_rules_for_arm_powerpc_mips():
-    R, P = unwindinfo.Rule, unwindinfo.PcRules
+def _rows(arch: str, caller, inner, order: str = "little") -> list:
+    """The decoded rows of a gdb module FDE [0xffe, 0x1001): entry, caller, inner."""
+    R = unwindinfo.Rule
+    region = unwindinfo.Region(0xFFE, 0x1001, ((0xFFE, unwindinfo.ENTRY), (0xFFF, caller),
+                                               (0x1000, inner)), False)
+    assert R("end").kind == "end"
+    (rows,) = _fde_rows(unwindinfo.build_gdb_module(arch, [region], order))
+    return rows
+
+
+def test_unwind_rules_for_arm_powerpc_mips():
+    R = unwindinfo.Rule
     # arm: innermost row inside savectx = same sp, return address in lr
-    (rows,) = _fde_rows(unwindinfo.build_elf("arm", {0x1000: P(R("chain"), R("leaf"))}))
+    rows = _rows("arm", R("chain"), R("leaf"))
     inner = rows[2]
     assert (inner["cfa"].reg, inner["cfa"].offset) == (13, 0) and inner[14].type == "SAME_VALUE"
+    # rows of different shapes: the caller's frame-record rule does not leak into it
+    assert rows[1][11].type == "OFFSET" and 11 not in inner
     # powerpc64: CFA = [r1] (an expression), lr at CFA + 16
-    (rows,) = _fde_rows(unwindinfo.build_elf("powerpc64", {0x1000: P(R("backchain"),
-                                                                     R("backchain"))}, "big"))
+    rows = _rows("powerpc64", R("backchain"), R("backchain"), "big")
     assert rows[1]["cfa"].expr == [0x71, 0x00, 0x06] and rows[1][65].arg == 16
     # mips: CFA = sp + frame size; ra and s8 where the prologue stored them
     rule = R("prologue", 0x28, saved=((30, 0x20), (31, 0x24)))
-    (rows,) = _fde_rows(unwindinfo.build_elf("mips", {0x1000: P(rule, rule)}, "big"))
+    rows = _rows("mips", rule, rule, "big")
     assert (rows[1]["cfa"].reg, rows[1]["cfa"].offset) == (29, 0x28)
     assert (rows[1][31].arg, rows[1][30].arg) == (-4, -8)
-    assert unwindinfo.build_elf("riscv", {0x1000: P(R("chain"), R("chain"))}) is None
+    # the end of a chain: a valid CFA, no return address
+    rows = _rows("powerpc", unwindinfo.END, unwindinfo.END, "big")
+    assert (rows[2]["cfa"].reg, rows[2][65].type) == (1, "UNDEFINED")
 
 
-def test_unwind_module_shadows_code_without_cfi():
-    """Kernel code lldb cannot unwind: one section with the kernel's function symbols,
-    one FDE per function from its start."""
+@pytest.mark.parametrize("arch,ra", [("powerpc64", 65), ("mips", 31), ("riscv", 64)])
+def test_trap_rules_put_the_pc_in_the_return_column(arch, ra):
+    """powerpc and MIPS have no pc column: the trapframe's pc is the return
+    address (lr/ra), whose own slot is then not stated; riscv (gdb only) uses
+    its psABI's alternate return column and states ra from its slot."""
+    info = arch_info(arch, 4 if arch == "mips" else 8)
+    lay = info.trap_layouts["default"]
+    rule = unwindinfo.Rule("trap", lay.offset, lay)
+    row = _rows(arch, rule, rule, "little" if arch == "riscv" else "big")[2]
+    slots = dict(lay.slots)
+    assert (row["cfa"].reg, row["cfa"].offset) == (unwindinfo.DWARF_ARCHES[arch].regs[info.sp],
+                                                   lay.offset + lay.size)
+    assert row[ra].arg == slots[lay.pc] - lay.size
+    if arch == "riscv":
+        assert row[1].arg == slots["ra"] - lay.size
+    assert len([c for c in row if isinstance(c, int)]) >= 30
+
+
+def test_mips_fdes_end_at_even_addresses():
+    """gdb clears bit 0 of a MIPS code address (the ISA bit): an FDE ending at
+    pc + 1 would end at pc, before the pc it describes."""
     R, P = unwindinfo.Rule, unwindinfo.PcRules
-    rules = {0x1040: P(R("chain"), R("chain")), 0x1080: P(R("chain"), R("chain"))}
-    data = unwindinfo.build_elf("arm", rules, shadow=[(0x1000, 0x1200, [("f", 0x1000, 0x100),
-                                                                        ("g", 0x1100, 0x100)])])
+    lay = arch_info("mips", 4).trap_layouts["default"]
+    rules = {0x80001010: P(R("trap", lay.offset, lay), R("trap", lay.offset, lay))}
+    d = unwindinfo.DWARF_ARCHES["mips"]
+    (region,) = unwindinfo.gdb_regions(rules, d.end_align)
+    assert (region.start, region.end) == (0x8000100E, 0x80001012)
+    (region,) = unwindinfo.gdb_regions(rules, unwindinfo.DWARF_ARCHES["arm"].end_align)
+    assert region.end == 0x80001011
+
+
+class _Image:
+    """What build_lldb_image reads of a KernelImage."""
+
+    def __init__(self, arch: str, order: str, machine: int, flags: int):
+        from kvm_dbg.elfkernel import ElfIdent, Section
+        self.path = "/boot/kernel/kernel"
+        self.ident = ElfIdent(32, order, 2, machine, flags, 0x1000, 9)
+        self.sections = [Section(".text", 1, 6, 0x1000, 0x1000, 0x200, 0),
+                         Section(".data", 1, 3, 0x2000, 0x2000, 0x100, 0)]
+
+
+def test_lldb_stand_in_describes_every_function_of_a_frame():
+    """arm (lldb cannot unwind a kernel without CFI): one FDE per function of a frame,
+    from its first byte; no section or symbol of its own (names are the kernel's)."""
+    R, P, F = unwindinfo.Rule, unwindinfo.PcRules, unwindinfo.Function
+    f, g = F("f", 0x1000, 0x100), F("g", 0x1100, 0x100)
+    rules = {0x1040: P(R("chain"), R("leaf"), f), 0x1080: P(R("chain"), R("chain"), f),
+             0x1120: P(R("chain"), R("chain"), g, ends=True)}
+    regions = unwindinfo.lldb_regions(rules, lambda pc: 0x1000 <= pc < 0x1200,
+                                      unwindinfo.DWARF_ARCHES["arm"].lldb_chains)
+    data = unwindinfo.build_lldb_image("arm", regions, _Image("arm", "little", 40, 0x5000400),
+                                       b"\1\2\3\4")
     elf = ELFFile(io.BytesIO(data))
-    texts = [s for s in elf.iter_sections() if s.name.startswith(".text")]
-    assert [(s["sh_addr"], s["sh_size"]) for s in texts] == [(0x1000, 0x200)]
-    syms = {s.name: (s["st_value"], s["st_size"]) for s in elf.get_section_by_name(".symtab")
-            .iter_symbols() if s.name}
-    assert syms == {"f": (0x1000, 0x100), "g": (0x1100, 0x100)}
+    assert elf["e_flags"] == 0x5000400 and elf.get_section_by_name(".symtab") is None
+    assert [(s.name, s["sh_type"], s["sh_addr"]) for s in elf.iter_sections()][1:3] == [
+        (".text", "SHT_NOBITS", 0x1000), (".data", "SHT_NOBITS", 0x2000)]
     fdes = [e for e in elf.get_dwarf_info().EH_CFI_entries() if type(e).__name__ == "FDE"]
-    assert [(f["initial_location"], f["address_range"]) for f in fdes] == [(0x1000, 0x81)]
-    assert [row["pc"] for row in fdes[0].get_decoded().table] == [0x1000, 0x103F, 0x1040,
-                                                                   0x107F, 0x1080]
+    assert [(e["initial_location"], e["address_range"]) for e in fdes] == [(0x1000, 0x100),
+                                                                          (0x1100, 0x100)]
+    table = fdes[0].get_decoded().table
+    assert [row["pc"] for row in table] == [0x1000, 0x103F, 0x1040, 0x107F, 0x1080]
+    assert table[2][14].type == "SAME_VALUE" and 11 not in table[2]    # leaf, restored
+    assert table[3][11].type == "OFFSET"                                # r11 frame record
+    # where every backtrace ends, a chain rule still says so itself (return address 0)
+    assert fdes[1].get_decoded().table[-1][14].type == "VAL_EXPRESSION"
+    # a rule that cannot (a NULL back chain, a MIPS function without prologue) ends it
+    ppc = unwindinfo.lldb_regions({0x1120: P(R("backchain"), R("backchain"), g, ends=True)},
+                                  lambda pc: True, True)
+    assert ppc[0].rows[-1] == (0x1120, unwindinfo.END)
+    assert unwindinfo.build_lldb_image("riscv", regions, _Image("riscv", "little", 243, 5),
+                                       b"\1\2\3\4") is None      # lldb 16: no RISC-V ABI
 
 
 # -- the generator's default kernel state on every architecture --------------------

@@ -226,7 +226,8 @@ def test_g_reports_unavailable_as_xx_for_gdb(server):
     assert g[16:32] == (0xB0B0).to_bytes(8, "little").hex()  # rbx
     assert c.send(b"p10") == (BASE + 0x24).to_bytes(8, "little").hex().encode()
     assert c.send(b"p0") == b"xx" * 8
-    assert c.send(b"p12") == b"xx" * 4  # cs: 32 bits
+    assert c.send(b"p12") == b"20000000"  # cs: the kernel code selector, as kgdb serves it
+    assert c.send(b"p14") == b"xx" * 4  # ds: 32 bits, in no structure
     assert c.send(b"p18") == b"xx" * 10  # st0: 80 bits
     assert c.send(b"p99") == b"E16"
 
@@ -276,9 +277,9 @@ def test_lldb_extras(server):
     threads = json.loads(unescape(c.send(b"jThreadsInfo")))
     assert [t["tid"] for t in threads] == [100001, 100000, 100002]
     assert threads[0]["name"] == "(pid 806) sysctl (crashed)"
-    region = c.send(b"qMemoryRegionInfo:ffffffff80200010").decode()
-    assert region.startswith("start:ffffffff80200000;size:1000;permissions:r")
-    assert "permissions" not in c.send(b"qMemoryRegionInfo:1000").decode()
+    # unsupported: a page missing from a dump is not unmapped memory
+    assert c.send(b"qMemoryRegionInfo:ffffffff80200010") == b""
+    assert c.send(b"qMemoryRegionInfo:1000") == b""
 
 
 def test_target_xml_chunked(server):

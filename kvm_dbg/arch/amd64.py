@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 from typing import Iterator, Optional, Sequence
 
+from ..elfkernel import EM_X86_64
 from ..errors import KvmError
 from ..pagetable import (
     Level,
@@ -29,8 +30,6 @@ from .base import (
     register,
 )
 from .minidump_common import DirectMapMinidump
-
-EM_X86_64 = 62
 
 # Page-table entry bits (kvm_amd64.h).
 PG_V, PG_RW, PG_PS = 0x1, 0x2, 0x80

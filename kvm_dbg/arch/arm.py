@@ -6,12 +6,12 @@ from __future__ import annotations
 import errno
 from typing import Iterator, Optional, Tuple
 
+from ..elfkernel import EM_ARM
 from ..errors import KvmError
 from ..pagetable import INVALID, LEAF, TABLE, Level, PageTable, TableRoot, Untranslatable
 from .base import ArchSpec, ElfPhysBackend, KvmPage, Prot, host_is, if_clear, if_set, register
 from .minidump_common import MinidumpBackend
 
-EM_ARM = 40
 PT_DUMP_DELTA = 0x6FB5D000
 MMU_UNKNOWN, MMU_V4, MMU_V6, MMU_V6_LPAE = 0, 1, 2, 3
 L2_TYPE_INV, L2_TYPE_L, L2_TYPE_S, L2_TYPE_T = 0, 1, 2, 3

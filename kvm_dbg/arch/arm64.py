@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from ..elfkernel import EM_AARCH64
 from ..errors import KvmError
 from ..pagetable import INVALID, LEAF, Level, frame_mask
 from .base import ArchSpec, Prot, host_is, if_clear, register
 from .minidump_common import DirectMapMinidump
 
-EM_AARCH64 = 183
 L3_PAGE = 3
 ATTR_MASK = 0xFFFC000000000FFF
 ATTR_AP_RO = 1 << 7

@@ -5,12 +5,12 @@ from __future__ import annotations
 import struct
 from typing import Optional
 
+from ..elfkernel import EM_386
 from ..errors import KvmError
 from ..pagetable import FlatRoot, Level, PageTable, frame_mask, leaf_if, table_or_leaf
 from .base import ArchSpec, ElfPhysBackend, Prot, host_is, if_clear, if_set, register
 from .minidump_common import MinidumpBackend
 
-EM_386 = 3
 PG_V, PG_RW, PG_PS = 0x1, 0x2, 0x80
 PG_NX = 1 << 63
 FRAME = {False: 0xFFFFF000, True: 0x000FFFFFFFFFF000}

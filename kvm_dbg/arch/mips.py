@@ -9,12 +9,12 @@ import errno
 import sys
 from typing import Tuple
 
+from ..elfkernel import EM_MIPS
 from ..errors import KvmError
 from ..pagetable import Level, leaf_if
 from .base import ALWAYS, ArchSpec, Prot, host_is, if_clear, register
 from .minidump_common import MinidumpBackend
 
-EM_MIPS = 8
 EF_MIPS_ABI2 = 0x20
 PTE_V = 0x2
 KSEG_MASK = 0x1FFFFFFF

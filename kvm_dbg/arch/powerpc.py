@@ -8,10 +8,10 @@ import errno
 from typing import Tuple
 
 from ..elfcore import PhysSegments, read_phdrs
+from ..elfkernel import EM_PPC, EM_PPC64
 from ..errors import KvmError
 from .base import ArchSpec, Backend, host_is, register
 
-EM_PPC, EM_PPC64 = 20, 21
 ELFOSABI_STANDALONE = 255
 KDH_MAGIC = b"FreeBSD Kernel Dump"
 KDH_SIZE = 512

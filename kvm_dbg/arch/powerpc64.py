@@ -13,12 +13,12 @@ import errno
 import struct
 from typing import Iterator, Optional, Tuple
 
+from ..elfkernel import EM_PPC64
 from ..errors import KvmError
 from ..pagetable import INVALID, LEAF, TABLE, FlatRoot, Level, PageTable, Untranslatable
 from .base import ArchSpec, KvmPage, Prot, host_is, if_set, register, untranslatable
 from .minidump_common import MinidumpBackend
 
-EM_PPC64 = 21
 PPC64_KERNBASE = 0x100100
 M64 = (1 << 64) - 1
 HPT_MMUS = ("mmu_g5", "mmu_phyp")

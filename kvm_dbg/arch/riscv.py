@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from ..elfkernel import EM_RISCV
 from ..pagetable import INVALID, LEAF, Level
 from .base import ArchSpec, Prot, host_is, if_set, register
 from .minidump_common import DirectMapMinidump
 
-EM_RISCV = 243
 PTE_V, PTE_R, PTE_W, PTE_X = 0x1, 0x2, 0x4, 0x8
 PTE_RWX = PTE_R | PTE_W | PTE_X
 PPN_SHIFT = 10

@@ -82,7 +82,9 @@ class ArchInfo:
     pcb_layouts: Dict[str, PcbLayout]
     trap_layouts: Dict[str, TrapLayout] = field(default_factory=dict)
     trap_functions: Tuple[str, ...] = ()
-    #: values kgdb supplies although no structure holds them (segment selectors).
+    #: registers no structure holds but whose value in kernel mode is a constant
+    #: (x86 segment selectors, GSEL(..., SEL_KPL)): kgdb supplies them, so does
+    #: the server for every thread's PCB registers.
     fixed_registers: Dict[str, int] = field(default_factory=dict)
     #: the PCB's pc lies inside the context-save routine (savectx, cpu_switch),
     #: which keeps no frame: the innermost frame's caller is this link register.
@@ -179,7 +181,7 @@ ARM = ArchInfo(
         [f"r{i}" for i in range(13)], 4, 4) + (("pc", 72),), 4, 80, "pc", "sp")},
     trap_functions=("data_abort_entry", "prefetch_abort_entry", "undefined_entry",
                     "exception_exit", "irq_entry", "swi_entry", "swi_exit"),
-    fixed_registers={"cpsr": 0},
+    # (kgdb supplies cpsr 0, "a gross hack" in its own words: not a real value)
 )
 
 # -- riscv64 -----------------------------------------------------------------

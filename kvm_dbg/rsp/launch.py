@@ -25,49 +25,14 @@ class LaunchError(Exception):
     """The server could not start; the message is one line for the user."""
 
 
-def elf_info(path: str) -> Optional[Dict[str, int]]:
-    """e_machine, EI_OSABI and ELF class of an ELF file, or None if it is not ELF."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(20)
-    except OSError:
-        return None
-    if len(head) < 20 or head[:4] != b"\x7fELF":
-        return None
-    order = "little" if head[5] == 1 else "big"
-    return {"osabi": head[7], "machine": int.from_bytes(head[18:20], order),
-            "class": 64 if head[4] == 2 else 32}
-
-
-def needs_osabi_none(kernel: str) -> bool:
-    """gdb builds without a FreeBSD x86 OS ABI reject the target description (gotcha 1)."""
-    info = elf_info(kernel)
-    return bool(info and info["machine"] in (3, 62))  # EM_386, EM_X86_64
-
-
-_MACHINES = {62: "amd64", 3: "i386", 183: "arm64", 40: "arm", 243: "riscv",
-             21: "powerpc64", 20: "powerpc", 8: "mips"}
-
-
-def arch_of_elf(path: str) -> Optional[str]:
-    """The library arch name for a kernel ELF, from e_machine (None if unknown);
-    64-bit mips kernels are ``mips64`` (their registers are 64-bit)."""
-    info = elf_info(path)
-    arch = _MACHINES.get(info["machine"]) if info else None
-    return "mips64" if arch == "mips" and info and info["class"] == 64 else arch
-
-
-def write_tdesc(kernel: str) -> Optional[str]:
-    """Write the server's target.xml for KERNEL's architecture to a temp file.
+def write_tdesc(arch: str) -> str:
+    """Write the server's target.xml for ``arch`` to a temp file.
 
     gdb keeps the last remote's description after a disconnect and then
     refuses a kernel of another architecture; ``set tdesc filename`` with
     this file before ``file`` avoids that.  The caller deletes the file.
     """
     from .regs import regset_for, target_xml
-    arch = arch_of_elf(kernel)
-    if arch is None:
-        return None
     fd, path = tempfile.mkstemp(prefix="kvm_dbg-", suffix=".xml")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(target_xml(regset_for(arch)))

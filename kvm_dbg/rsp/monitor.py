@@ -30,10 +30,12 @@ HELP = """kvm_dbg monitor commands:
                 gives the vmstat/pstat/config/ddb sections
   proc PID|ADDR the thread id of a process's first thread
   tid TID|ADDR  the thread id of a thread (checks it exists)
-  unwind-elf [LO-HI]...
-                write the unwind module (kvm_dbg.unwindinfo) for the pcs of all
-                threads outside the hex address ranges; prints how many pcs
-                and the file's path (in a directory private to the server)
+  unwind-elf gdb | unwind-elf lldb UUID
+                write the debugger's unwind module (kvm_dbg.unwindinfo; for
+                lldb, a stand-in for the kernel with the UUID lldb gave its
+                symbol file): prints its path (in a directory private to the
+                server), then PC KIND for each pc it describes; nothing when
+                there is nothing to describe
   help          this text
 """
 
@@ -187,22 +189,37 @@ def cmd_tid(target: Target, args: List[str]) -> str:
 
 
 def cmd_unwind_elf(target: Target, args: List[str]) -> str:
-    """Write the unwind module into a directory private to this server (a
-    client never chooses where the server writes) and answer ``N PATH``."""
+    """Write a debugger's unwind module (:mod:`kvm_dbg.unwindinfo`) into a
+    directory private to this server (a client never chooses where the server
+    writes); answer its path, then ``PC KIND`` for each pc it describes, or
+    nothing when there is nothing to describe."""
     from ..unwindinfo import write_unwind_elf
+    usage = "usage: unwind-elf gdb | unwind-elf lldb UUID"
+    if args[:1] == ["gdb"] and len(args) == 1:
+        debugger, uuid = "gdb", b""
+    elif args[:1] == ["lldb"] and len(args) == 2:
+        debugger = "lldb"
+        try:
+            uuid = bytes.fromhex(args[1].replace("-", ""))
+        except ValueError:
+            raise MonitorError(usage) from None
+        if not uuid:
+            raise MonitorError(usage)
+    else:
+        raise MonitorError(usage)
+    base = os.path.basename(target.kvm.kernel_path or "kernel")
+    # lldb names frames after the module that holds them: the kernel's name
+    name = base if debugger == "lldb" else base + ".unwind"
+    directory = os.path.join(_private_dir(), debugger)
+    path = os.path.join(directory, name)
     try:
-        ranges = [tuple(int(x, 16) for x in a.split("-", 1)) for a in args]
-    except ValueError:
-        ranges = None
-    if ranges is None or any(len(r) != 2 for r in ranges):
-        raise MonitorError("usage: unwind-elf [LO-HI]...")
-    path = os.path.join(_private_dir(), "kernel.unwind")
-    try:
-        n = write_unwind_elf(target.kvm, path,
-                             skip=lambda pc: any(lo <= pc < hi for lo, hi in ranges))
+        os.makedirs(directory, exist_ok=True)
+        kinds = write_unwind_elf(target.kvm, path, debugger, uuid)
     except OSError as e:
         raise MonitorError(f"{path}: {e.strerror or e}") from None
-    return f"{n} {path}\n"
+    if not kinds:
+        return ""
+    return path + "\n" + "".join(f"{pc:x} {kind}\n" for pc, kind in sorted(kinds.items()))
 
 
 _PRIVATE: List[str] = []

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from ..errors import KvmError
+from ..kstate.archdata import arch_info
 from .regs import RegSet, regset_for
 
 #: Name of the stand-in thread of a dump without threads (never a made-up kernel thread).
@@ -56,13 +57,17 @@ class Target:
         """Rebuild the thread snapshot (the crashed thread first)."""
         used: set = set()
         threads: List[TargetThread] = []
+        info = arch_info(self.kvm.arch)
+        fixed = info.fixed_registers if info is not None else {}
         for i, t in enumerate(self.kvm.threads()):
             rid = t.tid if 0 < t.tid < 0x7FFFFFFF and t.tid not in used else 0x7FFF0000 + i
             used.add(rid)
             threads.append(TargetThread(
                 rid=rid, tid=t.tid, name=t.name, crashed=t.crashed,
                 oncpu=-1 if t.oncpu is None else t.oncpu,
-                registers=dict(t.registers), pid=t.pid, obj=t))
+                # kernel-mode segment selectors, as kgdb supplies them
+                registers={**fixed, **t.registers} if t.registers else {},
+                pid=t.pid, obj=t))
         self.placeholder = not threads
         if self.placeholder:
             pc = self.regset.find_role("pc")

@@ -3,14 +3,13 @@
 Add to ~/.lldbinit:     command script import /path/to/kvm_dbg/plugins/lldb/kvm_lldb.py
 then:                   kvm-open [KERNEL] CORE
 
-Thin glue only: the dump is served by a ``python -m kvm_dbg.rsp`` child
-process that lldb talks to with ``process connect`` (gdb-remote).  Commands:
-kvm-open, kvm-close, kvm-info, kvm-ps, kvm-dmesg, kvm-crashinfo, kvm-proc, kvm-tid,
-kvm-kld.
-From lldb's ``script`` prompt or a ``command script`` file,
-``kvm_lldb.kvm()`` returns a read-only ``kvm_dbg.Kvm`` on the same dump;
-an SB API program opens a dump with ``kvm_lldb.open_dump`` (docs/lldb.md,
-Scripts).
+Debugger glue only (the logic is in ``kvm_dbg.adapter``): the dump is served
+by a ``python -m kvm_dbg.rsp`` child process that lldb talks to with
+``process connect`` (gdb-remote).  Commands: kvm-open, kvm-close, kvm-info,
+kvm-ps, kvm-dmesg, kvm-crashinfo, kvm-proc, kvm-tid, kvm-kld.  Trap frames: see
+kvm_lldb_frames.py.  From lldb's ``script`` prompt or a ``command script``
+file, ``kvm_lldb.kvm()`` returns a read-only ``kvm_dbg.Kvm`` on the same dump;
+SB API programs use ``kvm_lldb.open_dump``/``close_dump`` (kvm_lldb_api.py).
 
 Finding kvm_dbg: see plugins/kvm_path.py.  $KVM_DBG_PYTHON picks the
 interpreter that runs the server.
@@ -21,36 +20,30 @@ from __future__ import annotations
 import os
 import runpy
 import shlex
-from typing import Any, Callable, List, Optional
+import sys
+from typing import Any, Callable, List
 
 import lldb  # type: ignore[import-not-found]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-# plugins/kvm_path.py (shared by both adapters) puts kvm_dbg on sys.path.
+# plugins/kvm_path.py (shared by both adapters) puts kvm_dbg on sys.path; this
+# directory holds kvm_lldb_frames.
 runpy.run_path(os.path.join(os.path.dirname(_HERE), "kvm_path.py"))["setup"](_HERE)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
 
-from kvm_dbg.adapter import (  # noqa: E402 (needs the path above)
-    NOT_OPEN,
-    AdapterError,
-    already_open,
-    check_files,
-    internal_error,
-    kerndisp,
-    kld_loads,
-    lookup_symbols,
-    open_descriptor,
-    open_messages,
-    parse_open_args,
-    parse_thread_reply,
-    query,
-    start_server,
-)
+import kvm_lldb_frames as frames  # noqa: E402
+from kvm_lldb_api import close_dump, open_dump  # noqa: E402, F401 (the scripting API)
+
+from kvm_dbg import adapter, modload  # noqa: E402 (needs the path above)
+from kvm_dbg.adapter import AdapterError, quote  # noqa: E402
 
 # Survives a second `command script import` (which reloads this module).
 _state: dict = globals().get("_state") or {"server": None, "kvm": None, "target": None,
-                                          "unwind": None}
+                                          "unwind": None, "klds": {}}
+PROMPT_ON_QUIT = "interpreter.prompt-on-quit"
 
 
 # -- lldb helpers -------------------------------------------------------------
@@ -64,19 +57,8 @@ def _run(debugger: Any, command: str, target: Any = None) -> str:
     else:
         interp.HandleCommand(command, res)
     if not res.Succeeded():
-        raise AdapterError(_lldb_error(res.GetError(), command))
+        raise AdapterError(adapter.error_line(res.GetError(), command))
     return res.GetOutput() or ""
-
-
-def _lldb_error(text: Optional[str], default: str) -> str:
-    """lldb's error text as one line, without its ``error:`` prefix."""
-    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
-    lines = [ln[len("error:"):].strip() if ln.startswith("error:") else ln for ln in lines]
-    if not lines:
-        return f"{default}: failed"
-    if lines[0].endswith(":") and len(lines) > 1:  # "expression failed to parse:" + detail
-        return f"{lines[0]} {lines[1]}"
-    return lines[0]
 
 
 def _live(proc: Any) -> bool:
@@ -98,51 +80,15 @@ def _query(debugger: Any, command: str) -> str:
     if _process() is None:
         server = _state["server"]
         if server is None:
-            raise AdapterError(NOT_OPEN)
+            raise AdapterError(adapter.NOT_OPEN)
         raise AdapterError("not connected to the dump (reconnect with 'process connect -p "
                            f"gdb-remote unix-connect://{server.address}', or kvm-close)")
 
     def send(packet: str) -> str:
         out = _run(debugger, f"process plugin packet send {packet}", _state["target"])
-        for line in out.splitlines():
-            if line.strip().startswith("response:"):
-                return line.split(":", 1)[1].strip()
-        return out
-    return query(command, send)
-
-
-def _lookup(target: Any) -> Callable[[str], Optional[int]]:
-    """lldb's own symbol lookup: load address if known, else file address (slide 0)."""
-    invalid = lldb.LLDB_INVALID_ADDRESS
-
-    def addr_of(addr: Any) -> Optional[int]:
-        for value in (addr.GetLoadAddress(target), addr.GetFileAddress()):
-            if value != invalid:
-                return value
-        return None
-
-    def lookup(name: str) -> Optional[int]:
-        for ctx in target.FindSymbols(name):
-            sym = ctx.GetSymbol()
-            if sym.IsValid() and sym.GetName() == name:
-                if sym.GetType() == lldb.eSymbolTypeAbsolute and hasattr(sym, "GetValue"):
-                    return sym.GetValue()  # e.g. kernbase: no section, no address
-                value = addr_of(sym.GetStartAddress())
-                if value is not None:
-                    return value
-        for var in target.FindGlobalVariables(name, 1):
-            value = addr_of(var.GetAddress())
-            if value is not None:
-                return value
-        return None
-    return lookup
-
-
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
+        return next((ln.split(":", 1)[1].strip() for ln in out.splitlines()
+                     if ln.strip().startswith("response:")), out)
+    return adapter.query(command, send)
 
 
 def _kernel_target(debugger: Any, kernel: str) -> Any:
@@ -150,71 +96,27 @@ def _kernel_target(debugger: Any, kernel: str) -> Any:
     target = debugger.GetSelectedTarget()
     if target.IsValid() and not _live(target.GetProcess()):
         exe = target.GetExecutable()
-        if exe.IsValid() and _same_file(exe.fullpath or "", kernel):
-            return target
+        try:
+            if exe.IsValid() and os.path.samefile(exe.fullpath or "", kernel):
+                return target
+        except OSError:
+            pass
     error = lldb.SBError()
     target = debugger.CreateTarget(kernel, None, None, True, error)
     if not error.Success() or not target.IsValid():
-        raise AdapterError(f"{kernel}: {_lldb_error(error.GetCString(), 'not usable')}")
+        raise AdapterError(f"{kernel}: {adapter.error_line(error.GetCString(), 'not usable')}")
     debugger.SetSelectedTarget(target)
     return target
 
 
-def _ensure_loaded(debugger: Any, target: Any, kernel: str, slide: int = 0) -> None:
-    """Kernel sections at their link addresses (the server's AT_ENTRY usually did it),
-    or displaced by ``slide`` (kvm_kerndisp: powerpc64 kernels, as kgdb does)."""
-    if slide:
-        _run(debugger, f"target modules load --file {shlex.quote(kernel)} "
-             f"--slide {slide % (1 << 64):#x}",
-             target)
-        return
-    module = target.GetModuleAtIndex(0)
-    for i in range(module.GetNumSections()):
-        section = module.GetSectionAtIndex(i)
-        if section.GetFileAddress() != lldb.LLDB_INVALID_ADDRESS and section.GetFileAddress():
-            if section.GetLoadAddress(target) == lldb.LLDB_INVALID_ADDRESS:
-                _run(debugger, f"target modules load --file {shlex.quote(kernel)} --slide 0",
-                     target)
-            return
-
-
-def _loaded_ranges(target: Any) -> List[str]:
-    """``LO-HI`` (hex) of every loaded section of the target's modules."""
-    out: List[str] = []
-
-    def walk(section: Any) -> None:
-        load, size = section.GetLoadAddress(target), section.GetByteSize()
-        if load != lldb.LLDB_INVALID_ADDRESS and size:
-            out.append(f"{load:x}-{load + size:x}")
-        for i in range(section.GetNumSubSections()):
-            walk(section.GetSubSectionAtIndex(i))
-
-    for module in target.module_iter():
-        for section in module.section_iter():
-            walk(section)
-    return out
-
-
-def _load_unwind_module(debugger: Any, target: Any, kernel: str) -> None:
-    """Give lldb the library's unwind rules for the pcs no loaded module covers: the
-    server writes an ELF of code ranges, symbols and .eh_frame (kvm_dbg.unwindinfo)."""
-    ranges = " ".join(_loaded_ranges(target))
-    answer = _query(debugger, f"unwind-elf {ranges}").split(None, 1)
-    if len(answer) != 2 or not int(answer[0]):
-        return
-    path = answer[1].strip()
-    module = target.AddModule(path, None, None)
-    if not module.IsValid():
-        return
-    _state["unwind"] = module
-    _run(debugger, f"target modules load --file {shlex.quote(path)} --slide 0", target)
-
-
-def _select_crashed(proc: Any) -> None:
-    for th in proc:
-        if th.GetStopReason() not in (lldb.eStopReasonNone, lldb.eStopReasonInvalid):
-            proc.SetSelectedThread(th)
-            return
+def _quiet_quit(debugger: Any) -> None:
+    """No "Quitting LLDB will kill one or more processes?" while a dump is
+    open (a dump is no process anyone can kill): kvm-close restores it."""
+    name = debugger.GetInstanceName()
+    value = debugger.GetInternalVariableValue(PROMPT_ON_QUIT, name)
+    if value.GetSize() == 1 and value.GetStringAtIndex(0) == "true":
+        lldb.SBDebugger.SetInternalVariable(PROMPT_ON_QUIT, "false", name)
+        _state["prompt_on_quit"] = name
 
 
 # -- commands -----------------------------------------------------------------
@@ -224,12 +126,12 @@ def _open(debugger: Any, args: List[str], out: List[str]) -> None:
     target = debugger.GetSelectedTarget()
     exe = target.GetExecutable() if target.IsValid() else None
     default_kernel = exe.fullpath if exe is not None and exe.IsValid() else None
-    req = parse_open_args(args, default_kernel, "'target create KERNEL' first")
-    already_open(_state["server"], req)
-    check_files(req)
+    req = adapter.parse_open_args(args, default_kernel, "'target create KERNEL' first")
+    adapter.already_open(_state["server"], req)
+    adapter.check_files(req)
     target = _kernel_target(debugger, req.kernel)
-    symbols = lookup_symbols(resolver_symbols(), _lookup(target))    # lldb's never raises
-    server = start_server(req, symbols)
+    symbols = adapter.lookup_symbols(resolver_symbols(), frames.kernel_symbols(target))
+    server = adapter.start_server(req, symbols)
     _state.update(server=server, target=target)
     try:
         url = "unix-connect://" + server.address
@@ -237,21 +139,28 @@ def _open(debugger: Any, args: List[str], out: List[str]) -> None:
         proc = target.GetProcess()
         if not proc.IsValid() or not proc.GetNumThreads():
             raise AdapterError("the debugger could not connect to the server")
-        _ensure_loaded(debugger, target, req.kernel, kerndisp(_query(debugger, "kerndisp")))
-        _load_modules(debugger, target, out)
+        run = lambda command: _run(debugger, command, target)  # noqa: E731
+        query = lambda command: _query(debugger, command)  # noqa: E731
+        slide = adapter.kerndisp(query("kerndisp"))     # powerpc64: as kgdb, by kerndisp
+        frames.load_kernel(run, target, target.GetModuleAtIndex(0), slide)
+        out.extend(modload.load_modules(lambda: query(modload.QUERY), _state["klds"],
+                                        lambda ld: _add_kld(debugger, ld), "lldb"))
         try:
-            _load_unwind_module(debugger, target, req.kernel)
+            _state["unwind"] = frames.swap_kernel_module(run, query, target, req.kernel, slide)
         except AdapterError as e:
-            out.append(f"kvm-open: warning: no unwind module ({e}): frames without "
-                       "DWARF are unwound by lldb's own heuristics")
-        _select_crashed(proc)
-    except AdapterError as e:  # leave nothing running behind a failed open
+            out.append(f"kvm-open: warning: {e}: trap frames are unwound by lldb's own "
+                       "heuristics")
+        for th in proc:                         # the crashed thread: the one with a stop reason
+            if th.GetStopReason() not in (lldb.eStopReasonNone, lldb.eStopReasonInvalid):
+                proc.SetSelectedThread(th)
+                break
+    except BaseException as e:  # leave nothing running behind a failed open
         _shutdown()
-        raise AdapterError(f"{req.core}: {e}") from None
-    except BaseException:
-        _shutdown()
+        if isinstance(e, AdapterError):
+            raise AdapterError(f"{req.core}: {e}") from None
         raise
-    out.extend(open_messages(lambda cmd: _query(debugger, cmd)))
+    _quiet_quit(debugger)
+    out.extend(adapter.open_messages(lambda cmd: _query(debugger, cmd)))
     out.append(connected)
 
 
@@ -260,104 +169,92 @@ def _close(debugger: Any, args: List[str], out: List[str]) -> None:
         raise AdapterError("no dump is open")
     proc = _process()
     if proc is not None:
-        proc.Detach()  # lldb itself reports "Process N detached"
+        # Quietly: the debugger's listener would print "Process N detached"; ours
+        # takes the state change instead (which is what makes it public).
+        listener = lldb.SBListener("kvm_dbg.close")
+        broadcaster = proc.GetBroadcaster()
+        broadcaster.RemoveListener(debugger.GetListener())
+        broadcaster.AddListener(listener, lldb.SBProcess.eBroadcastBitStateChanged)
+        proc.Detach()
+        event = lldb.SBEvent()
+        while listener.WaitForEvent(5, event) and _live(proc):
+            pass
     _shutdown()
 
 
 def _shutdown() -> None:
-    server, _state["server"] = _state["server"], None
+    name = _state.pop("prompt_on_quit", None)
+    if name is not None:
+        lldb.SBDebugger.SetInternalVariable(PROMPT_ON_QUIT, "true", name)
     target, _state["target"] = _state["target"], None
-    module, _state["unwind"] = _state.get("unwind"), None
-    modules = list(_state.pop("klds", {}).values()) + ([module] if module is not None else [])
+    swapped, _state["unwind"] = _state["unwind"], None
+    klds, _state["klds"] = _state["klds"], {}
     if target is not None and target.IsValid():
-        for m in modules:
+        for m in klds.values():
             target.RemoveModule(m)
-    if server is not None:
-        server.close()
-    kvm_, _state["kvm"] = _state["kvm"], None
-    if kvm_ is not None:
-        kvm_.close()
+        frames.restore(target, swapped)
+    adapter.close_dump(_state)
 
 
 def _text_command(name: str) -> Callable[[Any, List[str], List[str]], None]:
     def run(debugger: Any, args: List[str], out: List[str]) -> None:
-        if args:
-            raise AdapterError("this command takes no arguments")
+        adapter.no_args(args)
         out.append(_query(debugger, name))
     return run
 
 
-def _number(debugger: Any, text: str) -> int:
+def _number(text: str) -> int:
     try:
         return int(text, 0)
     except ValueError:
         pass
     proc = _process()
     if proc is None:
-        raise AdapterError(NOT_OPEN)
+        raise AdapterError(adapter.NOT_OPEN)
     value = proc.GetSelectedThread().GetSelectedFrame().EvaluateExpression(text)
     if not value.GetError().Success():
-        raise AdapterError(_lldb_error(value.GetError().GetCString(), text))
+        raise AdapterError(adapter.error_line(value.GetError().GetCString(), text))
     return value.GetValueAsUnsigned()
 
 
 def _kld(debugger: Any, args: List[str], out: List[str]) -> None:
     """``kvm-kld`` lists modules; ``kvm-kld load [NAME|all]`` adds their symbol
     files at kgdb's section addresses (kvm_dbg.adapter.kld_loads)."""
-    if not args:
+    load, name = adapter.parse_kld_args(args)
+    if not load:
         out.append(_query(debugger, "kld"))
         return
-    if args[0] != "load" or len(args) > 2:
-        raise AdapterError("usage: kvm-kld [load [NAME|all]]")
+    for ld in adapter.kld_loads(adapter.descriptor(_state), name):
+        if ld.error:
+            out.append(f"{ld.name}: {ld.error}")
+        elif ld.path not in _state["klds"]:
+            try:
+                _add_kld(debugger, ld)
+            except AdapterError:
+                out.append(f"{ld.name}: lldb cannot load {ld.path}")
+                continue
+            out.append(f"add symbol table from file \"{ld.path}\" at 0x{ld.address:x}")
+
+
+def _add_kld(debugger: Any, ld: Any) -> None:
+    """A module's file at kgdb's section addresses (kvm_dbg.modload)."""
     target = _state["target"]
-    if _state["server"] is None or target is None:
-        raise AdapterError(NOT_OPEN)
-    name = None if len(args) == 1 or args[1] == "all" else args[1]
-    added = _state.setdefault("klds", {})
-    for load in kld_loads(kvm(), name):
-        if load.error:
-            out.append(f"{load.name}: {load.error}")
-            continue
-        if load.path in added:
-            continue
-        module = target.AddModule(load.path, None, None)
-        if not module.IsValid():
-            out.append(f"{load.name}: lldb cannot load {load.path}")
-            continue
-        pairs = " ".join(f"{shlex.quote(sec)} 0x{addr:x}"
-                         for sec, addr in load.sections.items())
-        _run(debugger, f"target modules load --file {shlex.quote(load.path)} {pairs}", target)
-        added[load.path] = module
-        out.append(f"add symbol table from file \"{load.path}\" at 0x{load.address:x}")
+    module = target.AddModule(ld.path, None, None)
+    if not module.IsValid():
+        raise AdapterError("lldb does not read it as an object file")
+    try:
+        _run(debugger, modload.lldb_command(ld, quote), target)
+    except AdapterError:
+        target.RemoveModule(module)
+        raise
+    _state["klds"][ld.path] = module
 
 
-def _load_modules(debugger: Any, target: Any, out: List[str]) -> None:
-    """kvm-open: every module's symbols at kgdb's section addresses, one line
-    each (kvm_dbg.modload), before the unwind module (which then leaves their
-    pcs to lldb); a module without a file is one of the dump's warnings."""
-    from kvm_dbg import modload
-    added = _state.setdefault("klds", {})
-
-    def add(load: Any) -> None:
-        module = target.AddModule(load.path, None, None)
-        if not module.IsValid():
-            raise AdapterError("lldb does not read it as an object file")
-        try:
-            _run(debugger, modload.lldb_command(load, shlex.quote), target)
-        except AdapterError:
-            target.RemoveModule(module)
-            raise
-        added[load.path] = module
-
-    out.extend(modload.load_modules(lambda: _query(debugger, modload.QUERY), added, add,
-                                    "lldb"))
-
-
-def _switch(kind: str, usage: str) -> Callable[[Any, List[str], List[str]], None]:
+def _switch(kind: str) -> Callable[[Any, List[str], List[str]], None]:
     def run(debugger: Any, args: List[str], out: List[str]) -> None:
         if len(args) != 1:
-            raise AdapterError(f"usage: {usage}")
-        ref = parse_thread_reply(_query(debugger, f"{kind} {_number(debugger, args[0])}"))
+            raise AdapterError(f"usage: {adapter.HELP['kvm-' + kind].syntax}")
+        ref = adapter.parse_thread_reply(_query(debugger, f"{kind} {_number(args[0])}"))
         proc = _process()
         th = proc.GetThreadByID(ref.rid)
         if not th.IsValid():
@@ -373,117 +270,55 @@ class _Command:
     """Base of the kvm-* commands: lldb calls ``__call__``; errors become one line."""
 
     name = ""
-    syntax = ""
-    short = ""
-    long = ""
     fn: Callable[[Any, List[str], List[str]], None]
 
     def __init__(self, debugger: Any, internal_dict: dict) -> None:
         pass
 
     def get_short_help(self) -> str:
-        return self.short
+        return adapter.HELP[self.name].short
 
     def get_long_help(self) -> str:
-        return f"Usage: {self.syntax}\n\n{self.long or self.short}\n"
+        h = adapter.HELP[self.name]
+        return f"Usage: {h.syntax}\n\n{h.long or h.short}\n"
 
     def __call__(self, debugger: Any, command: str, exe_ctx: Any, result: Any) -> None:
         out: List[str] = []
-        try:
+
+        def body() -> None:
             try:
                 args = shlex.split(command)
             except ValueError as e:
                 raise AdapterError(str(e)) from None
             type(self).fn(debugger, args, out)
-        except AdapterError as e:
-            result.SetError(f"{self.name}: {e}")
-        except KeyboardInterrupt:
-            result.SetError(f"{self.name}: interrupted")
-        except Exception as e:  # noqa: BLE001 - a bug: one line naming it, not a traceback
-            result.SetError(f"{self.name}: {internal_error(e)}")
-        server = _state["server"]
-        if server is not None:
-            out += [f"kvm_dbg: server {line}" for line in server.new_errors()]
-        text = "".join(s if s.endswith("\n") else s + "\n" for s in out if s)
+        error = adapter.run_guarded(self.name, body)
+        if error:
+            result.SetError(error)
+        text = adapter.text_block(out + adapter.server_errors(_state["server"]))
         if text:
             result.AppendMessage(text.rstrip("\n"))
         if result.GetStatus() != lldb.eReturnStatusFailed:
             result.SetStatus(lldb.eReturnStatusSuccessFinishResult)
 
 
-def _command(name: str, fn: Callable[..., None], syntax: str, short: str,
-             long: str = "") -> type:
-    return type(name.replace("-", "_"), (_Command,),
-                {"name": name, "fn": staticmethod(fn), "syntax": syntax, "short": short,
-                 "long": long})
-
-
-COMMANDS = [
-    _command("kvm-open", _open, "kvm-open [-w] [KERNEL] CORE",
-             "Open a FreeBSD kernel crash dump.",
-             "KERNEL defaults to the current target's executable; a target is created\n"
-             "if needed.  Starts a kvm_dbg server process, connects with 'process connect'\n"
-             "(gdb-remote), loads the kernel at its link address, selects the crashed\n"
-             "thread and prints the unread message buffer and the panic string.\n"
-             "-w allows memory writes to the dump."),
-    _command("kvm-close", _close, "kvm-close", "Detach from the dump and stop its server."),
-    _command("kvm-info", _text_command("info"), "kvm-info",
-             "Summary of the open dump: architecture, version, panic string, crashed thread."),
-    _command("kvm-ps", _text_command("ps"), "kvm-ps", "List the processes of the dump."),
-    _command("kvm-dmesg", _text_command("dmesg"), "kvm-dmesg",
-             "Print the kernel message buffer."),
-    _command("kvm-crashinfo", _text_command("crashinfo"), "kvm-crashinfo",
-             "Print crashinfo(8)'s report of the dump (kvm-dbg crashinfo)."),
-    _command("kvm-kld", _kld, "kvm-kld [load [NAME|all]]", "List the loaded kernel modules.",
-             "With 'load', add the module's symbol file (found next to the kernel or in\n"
-             "the kernel's module path, as kgdb does) at its sections' load addresses."),
-    _command("kvm-proc", _switch("proc", "kvm-proc PID|PROC-ADDRESS"),
-             "kvm-proc PID|PROC-ADDRESS", "Select the first thread of a process."),
-    _command("kvm-tid", _switch("tid", "kvm-tid TID|THREAD-ADDRESS"),
-             "kvm-tid TID|THREAD-ADDRESS", "Select a thread by its kernel thread id."),
-]
+_FUNCTIONS = {
+    "kvm-open": _open, "kvm-close": _close, "kvm-info": _text_command("info"),
+    "kvm-ps": _text_command("ps"), "kvm-dmesg": _text_command("dmesg"), "kvm-kld": _kld,
+    "kvm-crashinfo": _text_command("crashinfo"), "kvm-proc": _switch("proc"),
+    "kvm-tid": _switch("tid"),
+}
+COMMANDS = [type(name.replace("-", "_"), (_Command,), {"name": name, "fn": staticmethod(fn)})
+            for name, fn in _FUNCTIONS.items()]
 for _cls in COMMANDS:
     globals()[_cls.__name__] = _cls
 
 
 def kvm() -> Any:
     """A read-only ``kvm_dbg.Kvm`` on the open dump, for scripting in lldb's Python."""
-    server = _state["server"]
-    if server is None:
-        raise AdapterError(f"kvm: {NOT_OPEN}")
-    if _state["kvm"] is None:
-        _state["kvm"] = open_descriptor(server)
-    return _state["kvm"]
-
-
-def open_dump(debugger: Any, kernel: Optional[str], core: str, out: Any = None,
-              **options: Any) -> Any:
-    """``kvm-open`` from an SB API program: the dump's ``lldb.SBProcess``.
-
-    Options: ``writable``, ``key``, ``dumpkey``, ``cache_dir``, ``sysroot`` (as
-    ``kvm_dbg.open``); KERNEL None means the selected target's.  What the command
-    prints goes to the text stream ``out`` (default sys.stderr); a failure raises
-    ``kvm_dbg.scripting.ScriptError`` with the line the command prints."""
-    from kvm_dbg import scripting
-    _script_command(debugger, "kvm-open", scripting.open_command_args(kernel, core, **options),
-                    out)
-    return _state["target"].GetProcess()
-
-
-def close_dump(debugger: Any, out: Any = None) -> None:
-    """``kvm-close`` from an SB API program (ScriptError if no dump is open)."""
-    _script_command(debugger, "kvm-close", "", out)
-
-
-def _script_command(debugger: Any, name: str, args: str, out: Any) -> None:
-    """Run kvm-* command NAME as lldb would (its class, no command line)."""
-    from kvm_dbg import scripting
-    cls = next(c for c in COMMANDS if c.name == name)
-    result = lldb.SBCommandReturnObject()
-    cls(debugger, {})(debugger, args, None, result)
-    scripting.show(result.GetOutput(), out)
-    if not result.Succeeded():
-        raise scripting.ScriptError(scripting.command_error(result.GetError(), name))
+    try:
+        return adapter.descriptor(_state)
+    except AdapterError as e:
+        raise AdapterError(f"kvm: {e}") from None
 
 
 def _on_exit() -> None:
