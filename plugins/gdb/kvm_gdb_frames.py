@@ -17,7 +17,7 @@ import gdb  # type: ignore[import-not-found]
 
 from kvm_dbg import adapter
 
-_state: Dict[str, Any] = {"unwinder": None, "module": None}
+_state: Dict[str, Any] = {"unwinder": None, "module": None, "types": {}}
 
 
 def attach(kernel: adapter.KernelFile, symbols: Dict[str, Optional[int]]) -> None:
@@ -59,6 +59,7 @@ def load_module(query: Callable[[str], str]) -> None:
 def detach() -> None:
     """Forget the dump's frames (at kvm-close)."""
     _state["unwinder"] = None
+    _state["types"] = {}
     path, _state["module"] = _state["module"], None
     if path:
         try:
@@ -110,11 +111,13 @@ def _unwind(pf: Any, u: adapter.FrameUnwinder) -> Any:
     if step is None:
         return None
     ui = pf.create_unwind_info(_FrameId(step.stack, pc))
+    types = _state["types"]             # register types, read once per register
     for k, v in step.caller.items():
         name = u.names.get(k)
         if name is not None:
             try:
-                ui.add_saved_register(name, gdb.Value(v).cast(pf.read_register(name).type))
+                rtype = types.get(name) or types.setdefault(name, pf.read_register(name).type)
+                ui.add_saved_register(name, gdb.Value(v).cast(rtype))
             except (gdb.error, ValueError):
                 pass
     return ui
