@@ -27,6 +27,29 @@ MAXPATHLEN = 1024
 _PATH_MEM, _PATH_DEVNULL = "/dev/mem", "/dev/null"
 _PAGE = 4096
 _CACHE_MAX = 1 << 16
+_CHUNK_SHIFT = 25                 # reads remember one file run per 32 MiB of VA ...
+_CHUNK = 1 << _CHUNK_SHIFT
+_CHUNK_REACH = _CHUNK + (1 << 20)  # ... measured this far: reads that start in it may end past it
+_NO_RUN = (0, 1, 0)               # a run entry no offset can match (lo > hi)
+
+
+class _ChunkRuns(dict):
+    """VA >> _CHUNK_SHIFT -> (file offset - VA, lo, hi): the run of the file
+    that starts at that chunk of VA, measured by ``measure(chunk VA)`` on
+    first use.  An offset ``VA + delta`` inside [lo, hi) is valid whichever
+    chunk's entry gave it, so an entry can only serve reads it holds."""
+
+    __slots__ = ("measure",)
+
+    def __init__(self, measure: Callable[[int], tuple]) -> None:
+        super().__init__()
+        self.measure = measure
+
+    def __missing__(self, key: int) -> tuple:
+        if len(self) >= _CACHE_MAX:
+            self.clear()
+        entry = self[key] = self.measure(key << _CHUNK_SHIFT)
+        return entry
 
 
 def getbootfile() -> str:
@@ -66,6 +89,7 @@ class Kvm:
         self.source: Optional[Prepared] = None     # what the core path held (dumpfile)
         self.open_options: dict = {}
         self._cache: dict = {}
+        self._runs = _ChunkRuns(self._chunk_run)
         self._mm = None
         # Direct-map fast path: (first VA, end VA, VA - PA, pa -> offset,
         # (pa, size) -> (offset, run), file size, mmap).
@@ -336,6 +360,13 @@ class Kvm:
     def read(self, addr: int, size: int) -> bytes:
         """Exactly ``size`` bytes of kernel memory at ``addr``; KvmError names the
         first unreadable address."""
+        # A run of the file found once serves every later read inside it:
+        # file offset = VA + delta wherever that lands in [lo, hi).  One run
+        # is kept per 32 MiB chunk of VA, measured from the chunk's start.
+        delta, lo, hi = self._runs[addr >> _CHUNK_SHIFT]
+        off = addr + delta
+        if lo <= off and off + size <= hi and size >= 0:
+            return self._mm[off:off + size]
         o = addr & (_PAGE - 1)
         if o + size <= _PAGE and size >= 0:
             # Direct map: the physical index alone gives the offset (about a
@@ -354,8 +385,8 @@ class Kvm:
                     off = hit[0] + o
                     return self._mm[off:off + size]
         elif size > 0:
-            # Bulk: one slice when the pages are contiguous in the file.  The
-            # cache keeps, per page, the run of file bytes that starts there.
+            # Bulk, outside its chunk's run: the run of addr's page, cached
+            # per page (chunks whose pages are scattered in the file).
             page = addr - o
             hit = self._cache.get(page)
             if hit is not None and o + size <= hit[1]:
@@ -382,6 +413,30 @@ class Kvm:
         if err is not None:
             raise err
         return data
+
+    def _chunk_run(self, start: int) -> tuple:
+        """(file offset - VA, lo, hi) of the file run that starts at the chunk
+        of VA ``start`` (or where the direct map starts inside it), measured
+        up to _CHUNK_REACH; _NO_RUN when its first page is not in the dump."""
+        if start < 0 or self.backend is None:
+            return _NO_RUN
+        lo, hi, delta, _find, span, _fsize, _mm = self._dmap
+        if start < lo < start + _CHUNK:
+            start = lo
+        end = start + _CHUNK_REACH
+        if lo <= start < hi:
+            run = span(start - delta, (end if end < hi else hi) - start)
+        else:
+            try:
+                run = self.backend.kvatop_run(start, _CHUNK_REACH)
+            except KvmError:
+                return _NO_RUN
+            if run is not None and start < lo < start + run[1]:
+                run = (run[0], lo - start)   # the direct map translates its own VAs
+        if run is None or run[1] <= 0:
+            return _NO_RUN
+        off, n = run
+        return (off - start, off, off + n)
 
     def read_partial(self, addr: int, size: int) -> bytes:
         """The readable prefix of ``[addr, addr+size)`` (empty if ``addr`` is unreadable)."""
@@ -543,6 +598,8 @@ class Kvm:
     def close(self) -> None:
         """Release the files; the descriptor cannot be used afterwards."""
         self._cache = {}
+        self._runs.clear()
+        self._dmap = (0, 0, 0, None, None, 0, None)
         self._mm = None
         for obj in (self.core, self.kernel):
             if obj is not None:

@@ -214,6 +214,7 @@ class PhysIndex:
         sh = self._wshift
         wbits = 1 << sh
         wbyte_shift = sh - 3
+        wbytes = 1 << wbyte_shift
         bmask = (1 << sh) - 1
         pmask = page - 1
         popcount = _popcount
@@ -278,20 +279,25 @@ class PhysIndex:
                 if off + n > size:
                     n = size - off
                 return off, n if n < want else want
-            got = 0
             rest = word >> b >> 1            # the bits after ``bit`` in this word
-            avail = wbits - 1 - b
-            while got < more:
-                ones = (rest ^ (rest + 1)).bit_length() - 1   # trailing set bits
-                if ones < avail:
-                    got += ones
-                    break
-                got += avail
-                if got >= more:
-                    break
-                wi += 1
-                rest = unpack(mm, base + (wi << wbyte_shift))[0]
-                avail = wbits
+            got = (rest ^ (rest + 1)).bit_length() - 1       # its trailing set bits
+            if got >= wbits - 1 - b:
+                # The run reaches the next word: skip whole words of ones at
+                # C speed, then count into the first word that is not.
+                got = wbits - 1 - b
+                pos = base + ((wi + 1) << wbyte_shift)
+                left = ((more - got) >> sh) + 1 << wbyte_shift     # bytes of words to look at
+                while left > 0:
+                    seg = mm[pos:pos + (left if left < 65536 else 65536)]
+                    full = (len(seg) - len(seg.lstrip(b"\xff"))) >> wbyte_shift << wbyte_shift
+                    got += full << 3
+                    pos += full
+                    left -= full
+                    if full < 65536:
+                        break                # a word that is not all ones, or the end
+                if got < more and pos + wbytes <= size:
+                    rest = unpack(mm, pos)[0]
+                    got += (rest ^ (rest + 1)).bit_length() - 1
             n = page - po + (more if got > more else got) * page
             off += po
             if off + n > size:

@@ -21,11 +21,13 @@ from array import array
 
 import arch_checks as ck
 import pytest
-from fixturegen import CASES, arm, mips, ppc64, riscv
+from fixturegen import CASES, arm, build_dmap_runs, mips, ppc64, riscv
 from realdumps import REAL_DUMPS, real_dump_factory  # noqa: F401 (fixture)
 
 import kvm_dbg
 from kvm_dbg import KvmError
+from kvm_dbg.kvm import _CHUNK as CHUNK
+from kvm_dbg.kvm import _CHUNK_SHIFT as CHUNK_SHIFT
 from kvm_dbg.minidump import PhysIndex
 from kvm_dbg.pagetable import (
     INVALID,
@@ -65,7 +67,7 @@ ALL_CASES = CASES + X86_TRUNCATED + X86_VARIANTS + OTHERS + [
     ("powerpc64", "minidump", 1, {"mmu": "mmu_radix", "endian": "le", "truncate_pages": 2}),
     ("powerpc64", "elf", 0, {"endian": "le", "truncate_pages": 2}),
 ]
-SIZES = (P + 1, 2 * P, 3 * P - 5, 5 * P, 17 * P + 3)
+SIZES = (8, P + 1, 2 * P, 3 * P - 5, 5 * P, 17 * P + 3)
 
 
 # -- the reference: libkvm's loop, one page at a time --------------------------
@@ -179,6 +181,7 @@ def test_bulk_reads_match_page_by_page(case, tmp_path):
     with kvm_dbg.open(fx.kernel_path, fx.core_path) as kd:
         vas = interesting(kd, fx)
         stats = read_everything(kd, vas, model)
+        check_chunk_runs(kd)
     assert stats["full"], stats
     if fx.manifest.holes or fx.manifest.partial:
         assert stats["partial"] + stats["none"], stats
@@ -196,7 +199,25 @@ def test_bulk_reads_match_page_by_page_real(real_dump_factory, name):  # noqa: F
         hz = kd.symbol("hz")
         vas += [hz & ~(P - 1), hz - 2 * P]
         stats = read_everything(kd, vas, seed=1)
+        check_chunk_runs(kd)
     assert stats["full"] and stats["partial"] + stats["none"], stats
+
+
+def check_chunk_runs(kd) -> int:
+    """Every run the descriptor remembers for a chunk of VA starts at the
+    chunk (or where the direct map starts) and puts each of its pages where
+    ``kvatop`` does; returns how many runs span more than a page."""
+    long = 0
+    for key, (delta, lo, hi) in kd._runs.items():
+        if hi <= lo:
+            continue
+        va = lo - delta
+        assert va >> CHUNK_SHIFT == key, (hex(va), hex(key))
+        assert va & (CHUNK - 1) == 0 or va == kd._dmap[0], hex(va)
+        for pos in _page_starts(va, hi - lo):
+            assert kd.backend.kvatop(va + pos)[0] == lo + pos, (hex(va), pos)
+        long += hi - lo > P
+    return long
 
 
 # -- the fast paths are taken ---------------------------------------------------
@@ -284,6 +305,52 @@ def test_direct_map_read_is_one_copy(tmp_path):
         assert kd.read(va + 50, size) == reference(kd, va + 50, size)[0]
 
 
+def test_chunk_run_serves_every_read_inside_it(tmp_path):
+    """Direct-map pages contiguous in the file from a chunk boundary: the
+    first read of the chunk measures the run once, and every later read that
+    lies inside it (any size, any offset, across the next chunk's start) is
+    served without another translation.  Reads outside it, in a chunk whose
+    start is not dumped, and across the run's end read as page by page."""
+    cp = CHUNK // P                    # pages per chunk
+    runs = [(2 * cp, 3 * cp + 1000), (3 * cp + 1856, 3 * cp + 1857),
+            (3 * cp + 1859, 3 * cp + 1866), (4 * cp + 856, 4 * cp + 861)]
+    fx = build_dmap_runs(str(tmp_path), 6 * CHUNK, runs)   # the profile's own pages lie lower
+    with kvm_dbg.open(fx.kernel_path, fx.core_path) as kd:
+        base = kd.backend.dmapbase
+        va0 = base + 2 * cp * P
+        assert base % CHUNK == 0 and kd._runs == {}
+        jobs = [(va0 + 100, 20 * 1024), (va0, 8), (va0 + CHUNK - 10, 5 * P),
+                (va0 + CHUNK - P, 8), (va0 + 4321, CHUNK), (va0 + 5 * P + 3, 1)]
+        want = {job: reference(kd, *job) for job in jobs}
+        assert all(err is None for _, err, _ in want.values())
+        assert kd.read(*jobs[0]) == want[jobs[0]][0]
+        assert check_chunk_runs(kd) == 1
+        with pytest.raises(KvmError, match="invalid size -1"):
+            kd.read(va0 + 100, -1)           # inside the run, still not a read
+
+        def boom(*args):
+            raise AssertionError("the chunk's run must serve this read")
+        saved = kd._dmap, kd.backend.kvatop_run, kd.backend.kvatop
+        kd._dmap = kd._dmap[:3] + (boom, boom) + kd._dmap[5:]
+        kd.backend.kvatop_run = kd.backend.kvatop = boom
+        for job in jobs[1:]:
+            assert kd.read(*job) == want[job][0], job
+        kd._dmap, kd.backend.kvatop_run, kd.backend.kvatop = saved
+
+        # the next chunk has its own run, from its start to where the pages stop
+        nxt = va0 + CHUNK
+        for job in [(nxt + 77, 3 * P), (nxt + 1856 * P, 8), (nxt + 1859 * P + 9, 2 * P),
+                    (nxt + 1000 * P - 100, 3 * P), (nxt + CHUNK + 856 * P, 5 * P),
+                    (nxt + CHUNK + 857 * P - 1, 2)]:
+            check_read(kd, *job)
+        assert check_chunk_runs(kd) == 2
+        _delta, lo, hi = kd._runs[(nxt + CHUNK) >> CHUNK_SHIFT]
+        assert hi <= lo                  # that chunk's start is not in the dump: no run
+        with pytest.raises(KvmError) as ei:
+            kd.read(nxt + 1000 * P - 100, 3 * P)
+        assert ei.value.address == nxt + 1000 * P
+
+
 def test_truncated_file_ends_inside_a_run(tmp_path):
     """EOF in the middle of a page of a contiguous run: the readable prefix ends
     exactly at EOF and the error names the first missing byte."""
@@ -368,6 +435,40 @@ def test_physindex_span_matches_find(word_bits, order):
                 n += min(page, len(blob) - o2)
                 nxt += page
             assert got == (off, min(n, want)), (hex(pa), want)
+
+
+@pytest.mark.parametrize("word_bits,order", [(64, "little"), (32, "big")])
+def test_physindex_span_long_runs(word_bits, order):
+    """Runs longer than the 64 KiB steps ``span`` scans the bitmap in, ending
+    at word boundaries and inside words, against a rank computed bit by bit
+    (16-byte pages keep the file small)."""
+    rng = random.Random(word_bits + 1)
+    page = 16
+    bits = []
+    for length in (700_000, 3, 524_288 - 7, 64, 1, 530_000, 5):
+        bits += [True] * length + [False] * rng.choice((1, 2, word_bits))
+    bits += [False] * (-len(bits) % word_bits)
+    fmt = ("<" if order == "little" else ">") + {32: "I", 64: "Q"}[word_bits]
+    bitmap = b"".join(struct.pack(fmt, sum(1 << i for i in range(word_bits) if bits[w + i]))
+                      for w in range(0, len(bits), word_bits))
+    sparse = page + len(bitmap)
+    blob = bytes(page) + bitmap + bytes(sum(bits) * page)
+    idx = PhysIndex(_Core(blob), page, [], page, len(bitmap), sparse, order, word_bits)
+    rank = list(itertools.accumulate(bits, initial=0))
+    ends, end = [0] * len(bits), len(bits)
+    for i in range(len(bits) - 1, -1, -1):
+        end = end if bits[i] else i
+        ends[i] = end
+    for _ in range(400):
+        bit = rng.randrange(len(bits))
+        po = rng.randrange(page)
+        want = rng.choice((1, 20, 64 * page, 600_000 * page, 2_000_000 * page))
+        got = idx.span(bit * page + po, want)
+        if not bits[bit]:
+            assert got is None
+            continue
+        assert got == (sparse + rank[bit] * page + po,
+                       min(want, (ends[bit] - bit) * page - po)), (bit, po, want)
 
 
 def _levels_amd64_like():

@@ -215,22 +215,25 @@ def build_large(tmpdir: str, ram_gib: int = 64, dumped_gib: int = 4,
                 runs: int = 4) -> Fixture:
     """amd64 minidump v3 of a ``ram_gib`` GiB machine with ``dumped_gib`` GiB of dumped
     direct-map pages (``runs`` contiguous runs, "stamp" page pattern), for benchmarks."""
-    ram = [(0, 0x9F000), (0x100000, ram_gib * G1)]
     per = dumped_gib * G1 // runs // K4
     stride = (ram_gib * G1 // K4) // runs
-    pr_points: List[Tuple[str, int, int]] = []
+    page_runs = []
+    for i in range(runs):
+        s = stride * i + (2 * G1 // K4 if i == 0 else 0) + 1
+        page_runs.append((s, s + per))
+    return build_dmap_runs(tmpdir, ram_gib * G1, page_runs)
 
-    def hook(pr: Profile) -> None:
-        for i in range(runs):
-            s = stride * i + (2 * G1 // K4 if i == 0 else 0) + 1
-            pr.m.populated_runs.append((s, s + per))
-            pr.m.dmap_dump_runs.append((s, s + per))
-            pr_points.append(("dmap_large", pr.m.dmap_base + s * K4 + 0x40, 0x40))
-            pr_points.append(("dmap_large_end", pr.m.dmap_base + (s + per) * K4 - 8, 8))
 
+def build_dmap_runs(tmpdir: str, ram_bytes: int, page_runs: List[Tuple[int, int]]) -> Fixture:
+    """amd64 minidump v3 of a machine with ``ram_bytes`` of RAM whose dumped
+    direct-map pages are the page-number ranges ``page_runs`` ("stamp" pattern)."""
+    ram = [(0, 0x9F000), (0x100000, ram_bytes)]
     pr = PROFILES["amd64"]("minidump", 3, {"dump_avail": ram, "pattern": "stamp"})
-    hook(pr)
-    pr.points.extend(pr_points)
+    for s, e in page_runs:
+        pr.m.populated_runs.append((s, e))
+        pr.m.dmap_dump_runs.append((s, e))
+        pr.points.append(("dmap_large", pr.m.dmap_base + s * K4 + 0x40, 0x40))
+        pr.points.append(("dmap_large_end", pr.m.dmap_base + e * K4 - 8, 8))
     m = pr.m
     os.makedirs(tmpdir, exist_ok=True)
     kpath = os.path.join(tmpdir, "kernel-amd64-large")
