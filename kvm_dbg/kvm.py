@@ -90,6 +90,7 @@ class Kvm:
         self.open_options: dict = {}
         self._cache: dict = {}
         self._runs = _ChunkRuns(self._chunk_run)
+        self._back: Optional[Callable[[int, int], int]] = None   # PhysIndex.back of the direct map
         self._mm = None
         # Direct-map fast path: (first VA, end VA, VA - PA, pa -> offset,
         # (pa, size) -> (offset, run), file size, mmap).
@@ -177,6 +178,7 @@ class Kvm:
         if dm is not None:
             start, end, pa_base, find, span = dm
             self._dmap = (start, end, start - pa_base, find, span, self.core.size, self.core.mm)
+            self._back = self.backend.index.back
 
     # -- symbols ----------------------------------------------------------
     def _resolve(self, name: str) -> Optional[int]:
@@ -392,27 +394,47 @@ class Kvm:
             if hit is not None and o + size <= hit[1]:
                 off = hit[0] + o
                 return self._mm[off:off + size]
-            lo, hi, delta, _find, span, _fsize, mm = self._dmap
+            lo, hi = self._dmap[:2]
             if lo <= addr and addr + size <= hi:
-                # Measure to the end of the last page: later reads from this
-                # page at other offsets then find their run in the cache too.
-                want = ((o + size + _PAGE - 1) & -_PAGE) - o
-                if addr + want > hi:
-                    want = size
-                run = span(addr - delta, want)
-                if run is not None:
-                    off, n = run
-                    cache = self._cache
-                    if len(cache) >= _CACHE_MAX:
-                        cache.clear()
-                    if n > 0:
-                        cache[page] = (off - o, o + n, n < want)
-                    if n >= size:
-                        return mm[off:off + size]
+                off = self._dmap_run(addr, size)
+                if off is not None:
+                    return self._mm[off:off + size]
         data, err = self._read_loop(addr, size)
         if err is not None:
             raise err
         return data
+
+    def _dmap_run(self, addr: int, size: int) -> Optional[int]:
+        """A direct-map bulk read outside its chunk's run: the run of the file
+        from addr's page (to the chunk's reach) is measured once and
+        remembered for the page.  When it is longer than the chunk's run it
+        is measured back to where it starts and becomes the chunk's run (a
+        chunk keeps its largest run, where most reads land).  File offset of
+        the read, or None when the run does not hold it."""
+        lo, hi, delta, _find, span, _fsize, _mm = self._dmap
+        o = addr & (_PAGE - 1)
+        page = addr - o
+        chunk = addr & -_CHUNK
+        end = chunk + _CHUNK_REACH
+        if end > hi:
+            end = hi
+        run = span(page - delta, end - page)
+        if run is None:
+            return None
+        off, n = run
+        cache = self._cache
+        if len(cache) >= _CACHE_MAX:
+            cache.clear()
+        cache[page] = (off, n, page + n < end)
+        runs, key = self._runs, addr >> _CHUNK_SHIFT
+        _delta, elo, ehi = runs[key]
+        if n > ehi - elo:
+            floor = chunk if chunk > lo else lo
+            back = self._back(page - delta, (page - floor) >> 12) * _PAGE
+            runs[key] = (off - page, off - back, off + n)
+        if o + size <= n:
+            return off + o
+        return None
 
     def _chunk_run(self, start: int) -> tuple:
         """(file offset - VA, lo, hi) of the file run that starts at the chunk

@@ -229,6 +229,7 @@ class PhysIndex:
                 merged.append((first, end, delta))
         # The largest range first: most addresses need one comparison.
         ranges = tuple(sorted(merged, key=lambda r: r[0] - r[1]))
+        self._merged = ranges
 
         def find(pa: int) -> Optional[int]:
             pn = pa >> pshift
@@ -310,6 +311,40 @@ class PhysIndex:
                         "in the file: up to ``want``, at least to the end of its page or of "
                         "the file), or None when pa's page is not in the dump.")
         return find, span
+
+    def back(self, pa: int, limit: int) -> int:
+        """How many pages just before pa's page continue into it, in memory
+        and in the file (set bits of the same dump_avail range), at most
+        ``limit``; 0 when pa's page is not in the dump.  With ``span`` this
+        gives the whole run around an address (bulk reads' chunk runs)."""
+        pn = pa >> self.pshift
+        hit = next((r for r in self._merged if r[0] <= pn < r[1]), None)
+        if hit is None:
+            return 0
+        first, bit = hit[0], pn - hit[2]
+        if limit > pn - first:
+            limit = pn - first
+        if limit <= 0 or not self.is_set(bit):
+            return 0
+        sh = self._wshift
+        wbits, wb = 1 << sh, self.word_bytes
+        b = bit & (wbits - 1)
+        pos = self.bitmap_off + (bit >> sh) * wb
+        word = struct.unpack_from(self._wfmt, self.mm, pos)[0]
+        zeros = ~word & ((1 << b) - 1)           # clear bits below ``bit`` in its word
+        if zeros:
+            return min(b - zeros.bit_length(), limit)
+        got = b
+        if got < limit:                          # whole words of ones before it, at C speed
+            start = max(self.bitmap_off, pos - ((limit - got + wbits - 1) >> sh) * wb)
+            seg = self.mm[start:pos]
+            full = (len(seg) - len(seg.rstrip(b"\xff"))) // wb
+            got += full * wbits
+            pos -= full * wb
+            if got < limit and pos - wb >= self.bitmap_off:
+                word = struct.unpack_from(self._wfmt, self.mm, pos - wb)[0]
+                got += wbits - (~word & ((1 << wbits) - 1)).bit_length()
+        return min(got, limit)
 
     def set_bits(self):
         """Every set bit index in ascending order (for page walks)."""

@@ -27,6 +27,7 @@ from realdumps import REAL_DUMPS, real_dump_factory  # noqa: F401 (fixture)
 import kvm_dbg
 from kvm_dbg import KvmError
 from kvm_dbg.kvm import _CHUNK as CHUNK
+from kvm_dbg.kvm import _CHUNK_REACH as CHUNK_REACH
 from kvm_dbg.kvm import _CHUNK_SHIFT as CHUNK_SHIFT
 from kvm_dbg.minidump import PhysIndex
 from kvm_dbg.pagetable import (
@@ -204,16 +205,16 @@ def test_bulk_reads_match_page_by_page_real(real_dump_factory, name):  # noqa: F
 
 
 def check_chunk_runs(kd) -> int:
-    """Every run the descriptor remembers for a chunk of VA starts at the
-    chunk (or where the direct map starts) and puts each of its pages where
-    ``kvatop`` does; returns how many runs span more than a page."""
+    """Every run the descriptor remembers for a chunk of VA starts inside the
+    chunk, ends within its reach and puts each of its pages where ``kvatop``
+    does; returns how many runs span more than a page."""
     long = 0
     for key, (delta, lo, hi) in kd._runs.items():
         if hi <= lo:
             continue
         va = lo - delta
         assert va >> CHUNK_SHIFT == key, (hex(va), hex(key))
-        assert va & (CHUNK - 1) == 0 or va == kd._dmap[0], hex(va)
+        assert va + hi - lo <= (key << CHUNK_SHIFT) + CHUNK_REACH, hex(va)
         for pos in _page_starts(va, hi - lo):
             assert kd.backend.kvatop(va + pos)[0] == lo + pos, (hex(va), pos)
         long += hi - lo > P
@@ -351,6 +352,40 @@ def test_chunk_run_serves_every_read_inside_it(tmp_path):
         assert ei.value.address == nxt + 1000 * P
 
 
+def test_chunk_keeps_its_largest_run(tmp_path):
+    """A chunk whose start is not dumped: its run is the one around the read
+    (measured back to where it starts), replaced only by a longer one; reads
+    inside the kept run need no translation, reads in the others are served
+    by the per-page cache without displacing it."""
+    cp = CHUNK // P
+    small, big = (2 * cp + 100, 2 * cp + 106), (2 * cp + 2000, 2 * cp + 2900)
+    fx = build_dmap_runs(str(tmp_path), 4 * CHUNK, [small, big])
+    with kvm_dbg.open(fx.kernel_path, fx.core_path) as kd:
+        base = kd.backend.dmapbase
+        key = (base + 2 * cp * P) >> CHUNK_SHIFT
+
+        def run_pages():
+            delta, lo, hi = kd._runs[key]
+            return (lo - delta - base) // P, (hi - delta - base) // P
+
+        def read(va, size):
+            assert kd.read(va, size) == reference(kd, va, size)[0]
+
+        read(base + (small[0] + 2) * P + 5, 2 * P)
+        assert run_pages() == small              # measured back to the run's start
+        read(base + (big[0] + 500) * P + 7, 5 * P)
+        assert run_pages() == big                # the longer run replaces it
+        read(base + (small[0] + 1) * P, 3 * P)
+        assert run_pages() == big                # a shorter one does not
+        jobs = [(base + big[0] * P, 8), (base + (big[1] - 5) * P + 1, 5 * P - 1),
+                (base + (big[0] + 3) * P + 99, 600 * P), (base + (small[0] + 1) * P + 3, 2 * P)]
+        want = {job: reference(kd, *job)[0] for job in jobs}
+        kd._dmap = kd._dmap[:3] + (None, None) + kd._dmap[5:]
+        kd._back = kd.backend.kvatop_run = kd.backend.kvatop = None
+        for job in jobs:                         # nothing left to translate with
+            assert kd.read(*job) == want[job], job
+
+
 def test_truncated_file_ends_inside_a_run(tmp_path):
     """EOF in the middle of a page of a contiguous run: the readable prefix ends
     exactly at EOF and the error names the first missing byte."""
@@ -435,6 +470,13 @@ def test_physindex_span_matches_find(word_bits, order):
                 n += min(page, len(blob) - o2)
                 nxt += page
             assert got == (off, min(n, want)), (hex(pa), want)
+            # and ``back``: pages before pa's that find() puts just before it
+            limit = rng.choice((0, 1, 5, 40, 300))
+            cur, before = pa - (pa & (page - 1)), 0
+            while before < limit and cur >= page and idx.find(cur - page) == idx.find(cur) - page:
+                cur -= page
+                before += 1
+            assert idx.back(pa, limit) == before, (hex(pa), limit)
 
 
 @pytest.mark.parametrize("word_bits,order", [(64, "little"), (32, "big")])
@@ -459,6 +501,10 @@ def test_physindex_span_long_runs(word_bits, order):
     for i in range(len(bits) - 1, -1, -1):
         end = end if bits[i] else i
         ends[i] = end
+    starts, start = [0] * len(bits), 0
+    for i, set_ in enumerate(bits):
+        start = start if set_ else i + 1
+        starts[i] = start
     for _ in range(400):
         bit = rng.randrange(len(bits))
         po = rng.randrange(page)
@@ -469,6 +515,8 @@ def test_physindex_span_long_runs(word_bits, order):
             continue
         assert got == (sparse + rank[bit] * page + po,
                        min(want, (ends[bit] - bit) * page - po)), (bit, po, want)
+        limit = rng.choice((3, 70, 600_000, 10**7))
+        assert idx.back(bit * page + po, limit) == min(limit, bit - starts[bit]), (bit, limit)
 
 
 def _levels_amd64_like():
