@@ -27,7 +27,7 @@ MAXPATHLEN = 1024
 _PATH_MEM, _PATH_DEVNULL = "/dev/mem", "/dev/null"
 _PAGE = 4096
 _CACHE_MAX = 1 << 16
-_CHUNK_SHIFT = 25                 # reads remember one file run per 32 MiB of VA ...
+_CHUNK_SHIFT = 22                 # reads remember one file run per 4 MiB of VA ...
 _CHUNK = 1 << _CHUNK_SHIFT
 _CHUNK_REACH = _CHUNK + (1 << 20)  # ... measured this far: reads that start in it may end past it
 _NO_RUN = (0, 1, 0)               # a run entry no offset can match (lo > hi)
@@ -364,7 +364,7 @@ class Kvm:
         first unreadable address."""
         # A run of the file found once serves every later read inside it:
         # file offset = VA + delta wherever that lands in [lo, hi).  One run
-        # is kept per 32 MiB chunk of VA, measured from the chunk's start.
+        # is kept per 4 MiB chunk of VA (see _ChunkRuns and _dmap_run).
         delta, lo, hi = self._runs[addr >> _CHUNK_SHIFT]
         off = addr + delta
         if lo <= off and off + size <= hi and size >= 0:
