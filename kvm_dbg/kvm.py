@@ -485,6 +485,12 @@ class Kvm:
             if len(cache) >= _CACHE_MAX:
                 cache.clear()
             cache[page] = (off - o, n + o, n < want)
+            # A run longer than its chunk's (a superpage, a long segment)
+            # becomes the chunk's: later reads inside it need one lookup.
+            runs, key = self._runs, addr >> _CHUNK_SHIFT
+            _delta, elo, ehi = runs[key]
+            if n > ehi - elo:
+                runs[key] = (off - addr, off, off + n)
         return off, n
 
     def _read_loop(self, addr: int, size: int):

@@ -183,10 +183,11 @@ class ElfPhysBackend(Backend):
 
     @untranslatable
     def kvatop_run(self, va: int, size: int) -> Tuple[int, int]:
-        """The physically contiguous leaves from ``va``, as far as the PT_LOAD
-        segments holding them continue in the file."""
+        """The physically contiguous leaves from ``va`` (at least to the end of
+        its own leaf), as far as the PT_LOAD segments holding them continue in
+        the file."""
         pa, span = self.pt.translate_run(va, size)
-        hit = self.segs.run(pa, span if span < size else size)
+        hit = self.segs.run(pa, span)
         if hit is None:
             raise self.fail(va, self.not_in_dump)
         return hit[0], min(span, hit[1])

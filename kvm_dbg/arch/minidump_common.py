@@ -153,12 +153,13 @@ class MinidumpBackend(Backend):
 
     def kmap_run(self, va: int, size: int) -> Tuple[int, int]:
         """``kvatop_run`` through ``self.pt``: the leaves that continue ``va``'s
-        physically, then the part of those pages that is contiguous in the file."""
+        physically (at least to the end of its own leaf, so a superpage is
+        one run), then the part of those pages that is contiguous in the file."""
         try:
             pa, span = self.pt.translate_run(va, size)
         except Untranslatable as u:
             raise self.fail(va, u.hard) from None
-        hit = self.index.span(pa, span if span < size else size)
+        hit = self.index.span(pa, span)
         if hit is None:
             return self.phys_to_offset(va, pa)          # libkvm's error
         return hit
