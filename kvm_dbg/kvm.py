@@ -462,6 +462,10 @@ class Kvm:
 
     def read_partial(self, addr: int, size: int) -> bytes:
         """The readable prefix of ``[addr, addr+size)`` (empty if ``addr`` is unreadable)."""
+        delta, lo, hi = self._runs[addr >> _CHUNK_SHIFT]      # as in read()
+        off = addr + delta
+        if lo <= off and off + size <= hi and size >= 0:
+            return self._mm[off:off + size]
         return self._read_loop(addr, size)[0]
 
     def _run(self, addr: int, size: int):

@@ -339,6 +339,7 @@ def test_chunk_run_serves_every_read_inside_it(tmp_path):
         kd.backend.kvatop_run = kd.backend.kvatop = boom
         for job in jobs[1:]:
             assert kd.read(*job) == want[job][0], job
+            assert kd.read_partial(*job) == want[job][0], job
         kd._dmap, kd.backend.kvatop_run, kd.backend.kvatop = saved
 
         # the next chunk has its own run, from its start to where the pages
